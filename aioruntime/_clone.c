@@ -1,0 +1,490 @@
+/*
+ * The compiled half of aioruntime: clone3() a container init and carry out the
+ * flat plan Python computed from the OCI config.
+ *
+ * After clone3() the child runs no Python and calls only async-signal-safe
+ * functions (the parent may have threads).  It is deliberately dumb: every
+ * decision was taken in aioruntime/plan.py; here we only execute records.
+ *
+ * Protocol on the SOCK_SEQPACKET sync socket (child's end is fd AIO_SYNC_FD
+ * counted from the preserved fds):
+ *   parent -> child  'G'          cgroups joined, go on
+ *   child  -> parent 'R'          set up; now blocking on exec.fifo
+ *   child  -> parent struct aio_error   a step failed (then the child exits)
+ * EOF instead of 'G' means the parent died: the child exits quietly.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "_clone.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+struct child {
+    const struct aio_spawn_args *args;
+    int sync_fd;
+    int dir_fd;
+    const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
+    const char **envp;
+    const char *argv_buf[AIO_MAX_STRS + 1];
+    const char *envp_buf[AIO_MAX_STRS + 1];
+    char exe[4096];
+};
+
+/* One record of the plan: op, then nint int64s, then nstr NUL-terminated strings. */
+struct record {
+    uint32_t op;
+    int64_t ints[AIO_MAX_INTS];
+    const char *strs[AIO_MAX_STRS];
+    uint32_t nint, nstr;
+};
+
+static size_t cstrlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static void cstrlcpy(char *dst, const char *src, size_t size)
+{
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < size; i++)
+        dst[i] = src[i];
+    dst[i] = 0;
+}
+
+static void fail(struct child *c, const char *step, const char *path, int err)
+{
+    struct aio_error e;
+    memset(&e, 0, sizeof(e));
+    e.kind = 'E';
+    e.err = err;
+    cstrlcpy(e.step, step, sizeof(e.step));
+    cstrlcpy(e.path, path, sizeof(e.path));
+    send(c->sync_fd, &e, offsetof(struct aio_error, path) + cstrlen(e.path) + 1, MSG_NOSIGNAL);
+    _exit(AIO_EXIT_SETUP_FAILED);
+}
+
+/* mkdir -p; the last component is a file when as_file is set. */
+static int make_path(char *buf, int as_file, mode_t mode)
+{
+    size_t n = cstrlen(buf);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0)
+            continue;
+        char saved = buf[i];
+        buf[i] = 0;
+        if (saved == 0 && as_file) {
+            int fd = open(buf, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+            if (fd < 0 && errno != EEXIST && errno != ELOOP && errno != EISDIR)
+                return -1;
+            if (fd >= 0)
+                close(fd);
+        } else if (mkdir(buf, mode) < 0 && errno != EEXIST) {
+            return -1;
+        }
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+static int remount_ro(const char *path, int bind_first)
+{
+    struct statvfs sv;
+    unsigned long keep = 0;
+    if (bind_first && mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return -1;
+    if (statvfs(path, &sv) == 0) {
+        keep = sv.f_flag & (ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_NOATIME | ST_NODIRATIME | ST_RELATIME);
+    }
+    return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL);
+}
+
+static int pivot_into(const char *rootfs)
+{
+    int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    int newroot = open(rootfs, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (oldroot < 0 || newroot < 0)
+        return -1;
+    if (fchdir(newroot) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+        return -1;
+    /* The old root now sits on top of the new one: detach it without letting
+     * the unmount propagate back to the host. */
+    if (fchdir(oldroot) < 0 || mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0 ||
+        umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        return -1;
+    close(oldroot);
+    close(newroot);
+    return 0;
+}
+
+static int move_into(const char *rootfs)
+{
+    if (chdir(rootfs) < 0 || mount(rootfs, "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+        chdir("/") < 0)
+        return -1;
+    return 0;
+}
+
+static int mask_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (S_ISDIR(st.st_mode))
+        return mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL);
+    return mount("/dev/null", path, NULL, MS_BIND, NULL);
+}
+
+static int set_user(const struct record *r)
+{
+    gid_t groups[AIO_MAX_INTS];
+    size_t n = 0;
+    for (uint32_t i = 3; i < r->nint; i++)
+        groups[n++] = (gid_t)r->ints[i];
+    if (r->ints[2] && setgroups(n, groups) < 0)
+        return -1;
+    if (setresgid((gid_t)r->ints[1], (gid_t)r->ints[1], (gid_t)r->ints[1]) < 0)
+        return -1;
+    return setresuid((uid_t)r->ints[0], (uid_t)r->ints[0], (uid_t)r->ints[0]);
+}
+
+static int drop_bounding(const struct record *r)
+{
+    /* ints: last_cap, mask to keep */
+    for (int64_t cap = 0; cap <= r->ints[0]; cap++)
+        if (!((uint64_t)r->ints[1] & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -1;
+    return 0;
+}
+
+static int set_caps(const struct record *r)
+{
+    /* ints: last_cap, effective, permitted, inheritable, ambient */
+    int64_t last = r->ints[0];
+    uint64_t eff = (uint64_t)r->ints[1], perm = (uint64_t)r->ints[2], inh = (uint64_t)r->ints[3],
+             amb = (uint64_t)r->ints[4];
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    data[0].effective = (uint32_t)eff;
+    data[1].effective = (uint32_t)(eff >> 32);
+    data[0].permitted = (uint32_t)perm;
+    data[1].permitted = (uint32_t)(perm >> 32);
+    data[0].inheritable = (uint32_t)inh;
+    data[1].inheritable = (uint32_t)(inh >> 32);
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return -1;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return -1;
+    /* A cap outside the inheritable set cannot be ambient (EPERM): runc's default spec asks
+     * for exactly that, and runc and crun skip it, so do we. */
+    for (int64_t cap = 0; cap <= last; cap++)
+        if ((amb & (1ULL << cap)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EPERM)
+            return -1;
+    return 0;
+}
+
+static const char *env_path(const char **envp)
+{
+    for (; *envp; envp++)
+        if (strncmp(*envp, "PATH=", 5) == 0)
+            return *envp + 5;
+    return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+}
+
+/* Find argv[0] as execvp would, inside the container, after the user switch. */
+static void resolve_exe(struct child *c)
+{
+    const char *name = c->argv[0];
+    struct stat st;
+    if (strchr(name, '/')) {
+        if (stat(name, &st) < 0)
+            fail(c, "exec", name, errno);
+        if (S_ISDIR(st.st_mode))
+            fail(c, "exec", name, EACCES);
+        if (access(name, X_OK) < 0)
+            fail(c, "exec", name, errno);
+        cstrlcpy(c->exe, name, sizeof(c->exe));
+        return;
+    }
+    const char *p = env_path(c->envp);
+    int denied = 0;
+    while (*p) {
+        const char *end = strchrnul(p, ':');
+        size_t dlen = (size_t)(end - p), nlen = cstrlen(name);
+        if (dlen + nlen + 2 < sizeof(c->exe)) {
+            memcpy(c->exe, dlen ? p : ".", dlen ? dlen : 1);
+            size_t at = dlen ? dlen : 1;
+            c->exe[at] = '/';
+            memcpy(c->exe + at + 1, name, nlen + 1);
+            if (stat(c->exe, &st) == 0 && !S_ISDIR(st.st_mode)) {
+                if (access(c->exe, X_OK) == 0)
+                    return;
+                denied = 1;
+            }
+        }
+        p = *end ? end + 1 : end;
+    }
+    fail(c, denied ? "exec" : "exec-lookup", name, denied ? EACCES : ENOENT);
+}
+
+static size_t read_record(const char *plan, size_t len, size_t at, struct record *r)
+{
+    uint32_t hdr[3];
+    memcpy(hdr, plan + at, sizeof(hdr));
+    at += sizeof(hdr);
+    r->op = hdr[0];
+    r->nint = hdr[1];
+    r->nstr = hdr[2];
+    memcpy(r->ints, plan + at, r->nint * sizeof(int64_t));
+    at += r->nint * sizeof(int64_t);
+    for (uint32_t i = 0; i < r->nstr; i++) {
+        r->strs[i] = plan + at;
+        at += cstrlen(plan + at) + 1;
+    }
+    return at <= len ? at : len;
+}
+
+static const char **copy_list(const char **dst, const struct record *r)
+{
+    for (uint32_t i = 0; i < r->nstr; i++)
+        dst[i] = r->strs[i];
+    dst[r->nstr] = NULL;
+    return dst;
+}
+
+static const char *opt(const char *s)
+{
+    return s[0] ? s : NULL;
+}
+
+static void run_record(struct child *c, struct record *r, char *scratch)
+{
+    switch (r->op) {
+    case AIO_OP_MOUNT:
+        /* ints: flags, make(0 none, 1 dir, 2 file); strs: source, target, fstype, data */
+        if (r->ints[1]) {
+            cstrlcpy(scratch, r->strs[1], 4096);
+            if (make_path(scratch, r->ints[1] == 2, 0755) < 0)
+                fail(c, "mkdir", r->strs[1], errno);
+        }
+        if (mount(opt(r->strs[0]), r->strs[1], opt(r->strs[2]), (unsigned long)r->ints[0], opt(r->strs[3])) < 0)
+            fail(c, "mount", r->strs[1], errno);
+        break;
+    case AIO_OP_MKDIR:
+        cstrlcpy(scratch, r->strs[0], 4096);
+        if (make_path(scratch, 0, (mode_t)r->ints[0]) < 0)
+            fail(c, "mkdir", r->strs[0], errno);
+        break;
+    case AIO_OP_MKNOD:
+        /* ints: mode (type|perm), major, minor, uid, gid; strs: path */
+        if (mknod(r->strs[0], (mode_t)r->ints[0], makedev(r->ints[1], r->ints[2])) < 0 && errno != EEXIST)
+            fail(c, "mknod", r->strs[0], errno);
+        if (chown(r->strs[0], (uid_t)r->ints[3], (gid_t)r->ints[4]) < 0)
+            fail(c, "chown", r->strs[0], errno);
+        break;
+    case AIO_OP_SYMLINK:
+        if (symlink(r->strs[0], r->strs[1]) < 0 && errno != EEXIST)
+            fail(c, "symlink", r->strs[1], errno);
+        break;
+    case AIO_OP_UNLINK:
+        if (unlink(r->strs[0]) < 0 && errno != ENOENT)
+            fail(c, "unlink", r->strs[0], errno);
+        break;
+    case AIO_OP_PIVOT_ROOT:
+        if (pivot_into(r->strs[0]) < 0)
+            fail(c, "pivot_root", r->strs[0], errno);
+        break;
+    case AIO_OP_MOVE_ROOT:
+        if (move_into(r->strs[0]) < 0)
+            fail(c, "chroot", r->strs[0], errno);
+        break;
+    case AIO_OP_MASK:
+        if (mask_path(r->strs[0]) < 0)
+            fail(c, "mask", r->strs[0], errno);
+        break;
+    case AIO_OP_READONLY:
+        /* ints: bind first (readonlyPaths) or not (the root itself) */
+        if (remount_ro(r->strs[0], (int)r->ints[0]) < 0 && !(errno == ENOENT && r->ints[0]))
+            fail(c, "remount read-only", r->strs[0], errno);
+        break;
+    case AIO_OP_HOSTNAME:
+        if (sethostname(r->strs[0], cstrlen(r->strs[0])) < 0)
+            fail(c, "sethostname", r->strs[0], errno);
+        break;
+    case AIO_OP_DOMAINNAME:
+        if (setdomainname(r->strs[0], cstrlen(r->strs[0])) < 0)
+            fail(c, "setdomainname", r->strs[0], errno);
+        break;
+    case AIO_OP_RLIMIT: {
+        struct rlimit rl = {(rlim_t)r->ints[2], (rlim_t)r->ints[1]};
+        if (setrlimit((int)r->ints[0], &rl) < 0)
+            fail(c, "setrlimit", r->strs[0], errno);
+        break;
+    }
+    case AIO_OP_KEEPCAPS:
+        if (prctl(PR_SET_KEEPCAPS, r->ints[0], 0, 0, 0) < 0)
+            fail(c, "prctl keepcaps", "", errno);
+        break;
+    case AIO_OP_USER:
+        /* ints: uid, gid, call setgroups, additional gids... */
+        if (set_user(r) < 0)
+            fail(c, "setuid", "", errno);
+        break;
+    case AIO_OP_CAPS_BOUNDING:
+        if (drop_bounding(r) < 0)
+            fail(c, "capabilities", "bounding set", errno);
+        break;
+    case AIO_OP_CAPS:
+        if (set_caps(r) < 0)
+            fail(c, "capabilities", "", errno);
+        break;
+    case AIO_OP_NO_NEW_PRIVS:
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            fail(c, "no_new_privs", "", errno);
+        break;
+    case AIO_OP_UMASK:
+        umask((mode_t)r->ints[0]);
+        break;
+    case AIO_OP_CHDIR:
+        if (chdir(r->strs[0]) < 0)
+            fail(c, "chdir", r->strs[0], errno);
+        break;
+    case AIO_OP_ARGV:
+        c->argv = copy_list(c->argv_buf, r);
+        break;
+    case AIO_OP_ENV:
+        c->envp = copy_list(c->envp_buf, r);
+        break;
+    default:
+        fail(c, "plan", "unknown record", EINVAL);
+    }
+}
+
+/* Put stdio on 0-2, the preserved fds on 3.., then sync and the state dir; close the rest. */
+static void arrange_fds(struct child *c)
+{
+    const struct aio_spawn_args *a = c->args;
+    int floor = 3 + a->preserve_fds + 2 + 8;
+    int tmp[5];
+    int src[5] = {a->stdio[0], a->stdio[1], a->stdio[2], a->sync_fd, a->state_dir_fd};
+    for (int i = 0; i < 5; i++) {
+        int from = src[i] >= 0 ? src[i] : (i < 3 ? i : -1);
+        tmp[i] = from >= 0 ? fcntl(from, F_DUPFD_CLOEXEC, floor) : -1;
+        if (tmp[i] < 0 && i >= 3)
+            _exit(AIO_EXIT_SETUP_FAILED);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (tmp[i] >= 0)
+            dup2(tmp[i], i);
+        else
+            close(i);
+    }
+    c->sync_fd = 3 + a->preserve_fds;
+    c->dir_fd = c->sync_fd + 1;
+    dup3(tmp[3], c->sync_fd, O_CLOEXEC);
+    dup3(tmp[4], c->dir_fd, O_CLOEXEC);
+    syscall(SYS_close_range, c->dir_fd + 1, ~0U, 0);
+}
+
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    sigset_t none;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        sigaction(sig, &sa, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void child_main(const struct aio_spawn_args *args)
+{
+    struct child c;
+    struct record r;
+    char scratch[4096];
+    char go = 0;
+    memset(&c, 0, sizeof(c));
+    c.args = args;
+    c.argv = NULL;
+    reset_signals();
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    arrange_fds(&c);
+    if (recv(c.sync_fd, &go, 1, 0) != 1 || go != 'G')
+        _exit(AIO_EXIT_SETUP_FAILED);
+    if (args->unshare_flags && unshare((int)args->unshare_flags) < 0)
+        fail(&c, "unshare", "cgroup namespace", errno);
+    if (setsid() < 0)
+        fail(&c, "setsid", "", errno);
+    umask(0);
+    for (size_t at = 0; at < args->plan_len;) {
+        at = read_record(args->plan, args->plan_len, at, &r);
+        run_record(&c, &r, scratch);
+    }
+    if (!c.argv || !c.argv[0] || !c.envp)
+        fail(&c, "plan", "no argv", EINVAL);
+    resolve_exe(&c);
+    char ready = 'R';
+    if (send(c.sync_fd, &ready, 1, MSG_NOSIGNAL) != 1)
+        _exit(AIO_EXIT_SETUP_FAILED);
+    close(c.sync_fd);
+    if (args->wait_fifo) {
+        int fifo = openat(c.dir_fd, "exec.fifo", O_WRONLY | O_CLOEXEC);
+        if (fifo < 0 || write(fifo, "0", 1) != 1)
+            _exit(AIO_EXIT_SETUP_FAILED);
+        close(fifo);
+    }
+    close(c.dir_fd);
+    execve(c.exe, (char *const *)c.argv, (char *const *)c.envp);
+    int err = errno;
+    static const char msg[] = "aioruntime: exec failed: ";
+    write(2, msg, sizeof(msg) - 1);
+    write(2, c.exe, cstrlen(c.exe));
+    write(2, ": ", 2);
+    const char *why = strerrordesc_np(err); /* a table lookup: no locale, no allocation */
+    if (why)
+        write(2, why, cstrlen(why));
+    write(2, "\n", 1);
+    _exit(err == ENOENT ? 127 : 126);
+}
+
+int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out)
+{
+    struct clone_args ca;
+    int pidfd = -1;
+    memset(&ca, 0, sizeof(ca));
+    ca.flags = args->clone_flags | CLONE_PIDFD;
+    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        child_main(args);
+        _exit(AIO_EXIT_SETUP_FAILED);
+    }
+    *pidfd_out = pidfd;
+    return (int)pid;
+}

@@ -1,0 +1,55 @@
+/* Shared between _clone.c and the cffi declarations in _build.py: keep them in step. */
+#ifndef AIORUNTIME_CLONE_H
+#define AIORUNTIME_CLONE_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Plan records, in the order Python emits them. */
+#define AIO_OP_MOUNT 1
+#define AIO_OP_MKDIR 2
+#define AIO_OP_MKNOD 3
+#define AIO_OP_SYMLINK 4
+#define AIO_OP_UNLINK 5
+#define AIO_OP_PIVOT_ROOT 6
+#define AIO_OP_MOVE_ROOT 7
+#define AIO_OP_MASK 8
+#define AIO_OP_READONLY 9
+#define AIO_OP_HOSTNAME 10
+#define AIO_OP_DOMAINNAME 11
+#define AIO_OP_RLIMIT 12
+#define AIO_OP_KEEPCAPS 13
+#define AIO_OP_USER 14
+#define AIO_OP_CAPS 15
+#define AIO_OP_NO_NEW_PRIVS 16
+#define AIO_OP_UMASK 17
+#define AIO_OP_CHDIR 18
+#define AIO_OP_ARGV 19
+#define AIO_OP_ENV 20
+#define AIO_OP_CAPS_BOUNDING 21
+
+#define AIO_MAX_INTS 80
+#define AIO_MAX_STRS 4096
+#define AIO_EXIT_SETUP_FAILED 125
+
+struct aio_spawn_args {
+    const char *plan;
+    size_t plan_len;
+    uint64_t clone_flags;   /* CLONE_NEW* given to clone3 */
+    uint64_t unshare_flags; /* unshared after the parent said go (CLONE_NEWCGROUP) */
+    int stdio[3];           /* fd to become 0, 1, 2; -1 keeps the caller's */
+    int sync_fd;            /* child's end of the SOCK_SEQPACKET socketpair */
+    int state_dir_fd;       /* O_PATH directory holding exec.fifo */
+    int preserve_fds;       /* fds 3 .. 3+n-1 pass through to the process */
+    int wait_fifo;          /* block on exec.fifo before execve (create), or not (exec) */
+};
+
+struct aio_error {
+    int32_t kind; /* 'E' */
+    int32_t err;
+    char step[32];
+    char path[4096];
+};
+
+int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
+
+#endif

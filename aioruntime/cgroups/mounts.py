@@ -1,0 +1,78 @@
+"""Where the cgroup hierarchies are mounted and where this process sits in each.
+
+Read once per process from /proc/self/mountinfo and /proc/self/cgroup: the CLI calls this
+once per command, the library once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy: v1 with its controllers (or ``name=``), or cgroup2."""
+
+    mountpoint: str
+    version: int
+    controllers: tuple[str, ...]  # v1 only: ("cpu",), ("name=systemd",) ...
+    root: str  # the cgroup the mount shows at its top (mountinfo field 4)
+
+    @property
+    def name(self) -> str:
+        """The directory name under /sys/fs/cgroup, as the container sees it too."""
+        return self.mountpoint.rstrip("/").rsplit("/", 1)[-1]
+
+
+_NOT_CONTROLLERS = frozenset({"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode", "favordynmods"})
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def parse_mountinfo(text: str) -> list[Hierarchy]:
+    """The cgroup hierarchies in a mountinfo text, first mount of each kept."""
+    found: dict[tuple[str, ...], Hierarchy] = {}
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        if tail[0] == "cgroup2":
+            key: tuple[str, ...] = ("",)
+            h = Hierarchy(_unescape(fields[4]), 2, (), _unescape(fields[3]))
+        else:
+            opts = tail[2].split(",")
+            ctrls = tuple(o for o in opts if o.startswith("name=") or ("=" not in o and o not in _NOT_CONTROLLERS))
+            key = tuple(sorted(ctrls))
+            h = Hierarchy(_unescape(fields[4]), 1, ctrls, _unescape(fields[3]))
+        found.setdefault(key, h)
+    return list(found.values())
+
+
+def parse_proc_cgroup(text: str) -> dict[tuple[str, ...], str]:
+    """Map a hierarchy key (sorted controllers, ("",) for v2) to this process's cgroup path."""
+    own: dict[tuple[str, ...], str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            own[tuple(sorted(parts[1].split(","))) if parts[1] else ("",)] = parts[2]
+    return own
+
+
+@functools.cache
+def hierarchies() -> tuple[Hierarchy, ...]:
+    with open("/proc/self/mountinfo") as f:
+        return tuple(parse_mountinfo(f.read()))
+
+
+@functools.cache
+def own_cgroups() -> dict[tuple[str, ...], str]:
+    with open("/proc/self/cgroup") as f:
+        return parse_proc_cgroup(f.read())
+
+
+def key(h: Hierarchy) -> tuple[str, ...]:
+    return tuple(sorted(h.controllers)) if h.version == 1 else ("",)

@@ -1,0 +1,157 @@
+"""A container's cgroup: resolve ``linux.cgroupsPath``, create, join, kill, remove.
+
+Resource limits come with a later manager; this is the part every container needs:
+the init is placed in its cgroup in every mounted hierarchy before it runs anything, and
+delete removes exactly the directories create made.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import signal
+import time
+
+from ..errors import CgroupError
+from .mounts import Hierarchy, hierarchies, key, own_cgroups
+
+
+def resolve(cgroups_path: str | None, container_id: str) -> dict[str, str]:
+    """Map each hierarchy's mountpoint to the container's cgroup directory in it.
+
+    Absolute paths are taken from the hierarchy's root, relative ones from this process's
+    own cgroup (as runc does); an empty path means ``/<id>``.
+    """
+    path = cgroups_path or "/" + container_id
+    if ":" in path and not path.startswith("/"):
+        raise CgroupError(
+            f"cgroupsPath {path!r} looks like a systemd slice:scope path; "
+            "aioruntime manages cgroupfs paths only (use /parent/name)"
+        )
+    out: dict[str, str] = {}
+    own = own_cgroups()
+    for h in hierarchies():
+        if path.startswith("/"):
+            inner = path
+        else:
+            inner = posixpath.join(own.get(key(h), "/"), path)
+        inner = posixpath.normpath("/" + inner)
+        # the mount may show a subtree (h.root): paths are relative to it
+        rel = posixpath.relpath(inner, h.root) if inner.startswith(h.root) and h.root != "/" else inner.lstrip("/")
+        if rel in (".", "") or rel.startswith(".."):
+            raise CgroupError(f"cgroupsPath {path!r} resolves to the root of {h.mountpoint}: give the container its own cgroup")
+        out[h.mountpoint] = posixpath.join(h.mountpoint, rel)
+    return out
+
+
+def _copy_cpuset(directory: str) -> None:
+    """A new v1 cpuset cgroup starts with no cpus or mems and refuses tasks: inherit the parent's."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        with open(os.path.join(directory, name)) as f:
+            if f.read().strip():
+                continue
+        with open(os.path.join(os.path.dirname(directory), name)) as f:
+            value = f.read().strip()
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(value)
+
+
+def create(paths: dict[str, str]) -> list[str]:
+    """mkdir -p each path; return the directories made, parents first, for ``remove``."""
+    made: list[str] = []
+    cpuset = {h.mountpoint for h in hierarchies() if "cpuset" in h.controllers}
+    try:
+        for mountpoint, path in paths.items():
+            missing: list[str] = []
+            d = path
+            while d != mountpoint and not os.path.isdir(d):
+                missing.append(d)
+                d = os.path.dirname(d)
+            for d in reversed(missing):
+                try:
+                    os.mkdir(d)
+                except FileExistsError:
+                    continue
+                made.append(d)
+                if mountpoint in cpuset:
+                    _copy_cpuset(d)
+    except OSError as e:
+        remove(made)
+        raise CgroupError(f"cannot create cgroup {e.filename}: {e.strerror}") from e
+    return made
+
+
+def join(paths: dict[str, str], pid: int) -> None:
+    for path in paths.values():
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise CgroupError(f"cannot add pid {pid} to cgroup {path}: {e.strerror}") from e
+
+
+def procs(paths: dict[str, str]) -> list[int]:
+    """Host pids in the container's cgroup (and below), read from one hierarchy."""
+    for path in paths.values():
+        if not os.path.isdir(path):
+            continue
+        pids: list[int] = []
+        for dirpath, _, _ in os.walk(path):
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids.extend(int(line) for line in f if line.strip())
+            except FileNotFoundError:
+                continue
+        return sorted(set(pids))
+    return []
+
+
+def _unified(paths: dict[str, str]) -> str | None:
+    for h in hierarchies():
+        if h.version == 2 and h.mountpoint in paths:
+            return paths[h.mountpoint]
+    return None
+
+
+def kill_all(paths: dict[str, str]) -> None:
+    """SIGKILL every process in the cgroup: ``cgroup.kill`` where cgroup2 holds it, else one by one."""
+    unified = _unified(paths)
+    if unified and os.path.exists(os.path.join(unified, "cgroup.kill")):
+        try:
+            with open(os.path.join(unified, "cgroup.kill"), "w") as f:
+                f.write("1")
+            return
+        except FileNotFoundError:
+            return
+    for _ in range(100):  # a process may fork while we kill: repeat until empty
+        pids = procs(paths)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def remove(made: list[str], timeout: float = 2.0) -> None:
+    """rmdir what ``create`` made, children first; waits briefly for dying tasks to leave."""
+    deadline = time.monotonic() + timeout
+    for d in sorted(made, key=lambda p: p.count("/"), reverse=True):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                    continue
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    break  # still used by another container or a process we did not make
+                raise CgroupError(f"cannot remove cgroup {d}: {e.strerror}") from e
+
+
+__all__ = ["Hierarchy", "create", "join", "kill_all", "procs", "remove", "resolve"]

@@ -1,0 +1,71 @@
+"""Typed errors: each names what was wrong and what was expected, so a person can act on it."""
+
+from __future__ import annotations
+
+
+class AioRuntimeError(Exception):
+    """Base of every error aioruntime raises on purpose."""
+
+
+class ConfigError(AioRuntimeError):
+    """The OCI config is unreadable or invalid; ``path`` is the JSON path of the bad field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class InvalidIdError(AioRuntimeError):
+    """A container id that could escape the state directory or is otherwise unusable."""
+
+    def __init__(self, container_id: str) -> None:
+        self.id = container_id
+        super().__init__(
+            f"invalid container id {container_id!r}: use 1 to 1024 characters from "
+            "letters, digits, '_', '+', '-' and '.', not starting with '.'"
+        )
+
+
+class ContainerExistsError(AioRuntimeError):
+    def __init__(self, container_id: str) -> None:
+        self.id = container_id
+        super().__init__(f"container with id exists: {container_id}")
+
+
+class ContainerNotFoundError(AioRuntimeError):
+    def __init__(self, container_id: str) -> None:
+        self.id = container_id
+        super().__init__(f"container does not exist: {container_id}")
+
+
+class InvalidStateError(AioRuntimeError):
+    """An operation was asked of a container in a status that does not allow it."""
+
+    def __init__(self, container_id: str, operation: str, current: str, required: tuple[str, ...]) -> None:
+        self.id = container_id
+        self.operation = operation
+        self.current = current
+        self.required = required
+        super().__init__(
+            f"cannot {operation} container {container_id}: it is {current}, "
+            f"needs to be {' or '.join(required)}"
+        )
+
+
+class SpawnError(AioRuntimeError):
+    """The container's init failed before it could run the user's program.
+
+    ``step`` is what it was doing (``mount``, ``pivot_root``, ``exec`` ...), ``path`` what it
+    was doing it to, ``errno`` the kernel's answer (0 when not an errno failure).
+    """
+
+    def __init__(self, step: str, path: str, errno: int, message: str) -> None:
+        self.step = step
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
+
+
+class CgroupError(AioRuntimeError):
+    """A cgroup could not be created, joined or removed."""

@@ -1,0 +1,136 @@
+"""create: from a bundle to an init blocked on its exec fifo, or to nothing at all.
+
+A ``Creation`` is a container being made. ``begin()`` does the work up to the point where
+the init reports back and returns the fd to wait on; ``finish()`` reads the report. Any
+failure, or ``abort()`` (cancellation), removes every trace: the init, its cgroups, the
+fifo and the state directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import time
+
+from .. import plan as planning
+from .. import spawn
+from ..cgroups import paths as cgroups
+from ..cgroups.mounts import hierarchies
+from ..spec import Spec, load
+from ..state import State, Store, check_id
+from ..status import process_start_time
+
+
+def now_rfc3339() -> str:
+    """UTC with nanoseconds, as runc writes ``created``."""
+    ns = time.time_ns()
+    stamp = datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ns % 1_000_000_000:09d}Z"
+
+
+def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
+    """How the container's /sys/fs/cgroup shows each hierarchy it is in."""
+    out = []
+    for h in hierarchies():
+        if h.mountpoint in paths:
+            fstype = "cgroup2" if h.version == 2 else "cgroup"
+            out.append(planning.CgroupMount(h.name, paths[h.mountpoint], fstype, ",".join(h.controllers)))
+    return out
+
+
+class Creation:
+    def __init__(
+        self,
+        store: Store,
+        container_id: str,
+        bundle: str | os.PathLike[str],
+        *,
+        stdio: tuple[int, int, int] = (-1, -1, -1),
+        no_pivot: bool = False,
+        spec: Spec | None = None,
+    ) -> None:
+        self.store = store
+        self.id = check_id(container_id)
+        self.bundle = os.path.abspath(os.fspath(bundle))
+        self.stdio = stdio
+        self.no_pivot = no_pivot
+        self.spec = spec
+        self.state: State | None = None
+        self.init: spawn.Init | None = None
+        self._dir_fd = -1
+
+    def begin(self) -> int:
+        """Validate, reserve the id, make cgroups and spawn the init; return the fd to wait on."""
+        spec = self.spec or load(self.bundle)
+        self.spec = spec
+        paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
+        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot)
+        self._dir_fd = self.store.reserve(self.id)
+        try:
+            os.mkfifo(self.store.fifo(self.id), 0o622)
+            self.state = State(
+                id=self.id,
+                bundle=self.bundle,
+                rootfs=plan.rootfs,
+                created=now_rfc3339(),
+                config=spec.to_dict(),
+                cgroup_paths=paths,
+                annotations=dict(spec.annotations),
+            )
+            self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f can clean
+            self.state.cgroups_made = cgroups.create(paths)
+            self.store.save(self.state)
+            self.init = spawn.spawn(plan, stdio=self.stdio, state_dir_fd=self._dir_fd)
+            cgroups.join(paths, self.init.pid)
+            spawn.go(self.init)
+        except BaseException:
+            self.abort()
+            raise
+        return self.init.sync.fileno()
+
+    def finish(self) -> State:
+        """Read the init's report (the fd from ``begin()`` is readable); save the created state."""
+        assert self.init is not None and self.state is not None
+        try:
+            spawn.read_report(self.init)
+            self.state.pid = self.init.pid
+            self.state.pid_start = process_start_time(self.init.pid) or 0
+            self.store.save(self.state)
+        except BaseException:
+            self.abort()
+            raise
+        self.init.sync.close()
+        os.close(self._dir_fd)
+        self._dir_fd = -1
+        return self.state
+
+    @property
+    def pidfd(self) -> int:
+        """The pidfd on the init (our child): the caller reaps through it and closes it."""
+        assert self.init is not None
+        return self.init.pidfd
+
+    def run(self) -> State:
+        """begin + a blocking wait + finish, for callers without an event loop."""
+        self.begin()
+        return self.finish()
+
+    def abort(self) -> None:
+        """Undo everything: kill and reap the init, remove cgroups, fifo and state directory."""
+        if self.init is not None:
+            try:
+                signal.pidfd_send_signal(self.init.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitid(os.P_PIDFD, self.init.pidfd, os.WEXITED)
+            os.close(self.init.pidfd)
+            self.init.sync.close()
+            self.init = None
+        if self.state is not None:
+            cgroups.remove(self.state.cgroups_made)
+            self.state = None
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+            self.store.remove(self.id)

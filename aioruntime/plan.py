@@ -1,0 +1,480 @@
+"""Turn an OCI spec into the flat, ordered list of steps the compiled init carries out.
+
+Every decision about the container's filesystem, identity and process is taken here, in
+Python, where it can be read and unit-tested; ``_clone.c`` executes the steps blindly.
+Paths before the ``PivotRoot`` step are host paths (rootfs-prefixed), after it container
+paths.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .spec import Capabilities, Mount, Spec
+from .spec.names import CAPABILITIES
+
+# <sys/mount.h>
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_REMOUNT = 1, 2, 4, 8, 16, 32
+MS_MANDLOCK, MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 64, 128, 256, 1024, 2048
+MS_BIND, MS_MOVE, MS_REC, MS_SILENT = 4096, 8192, 16384, 32768
+MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 18, 1 << 19, 1 << 20
+MS_RELATIME, MS_I_VERSION, MS_STRICTATIME, MS_LAZYTIME = 1 << 21, 1 << 23, 1 << 24, 1 << 25
+
+# option -> (flags to clear, flags to set)
+MOUNT_FLAGS: dict[str, tuple[int, int]] = {
+    "ro": (0, MS_RDONLY), "rw": (MS_RDONLY, 0),
+    "nosuid": (0, MS_NOSUID), "suid": (MS_NOSUID, 0),
+    "nodev": (0, MS_NODEV), "dev": (MS_NODEV, 0),
+    "noexec": (0, MS_NOEXEC), "exec": (MS_NOEXEC, 0),
+    "sync": (0, MS_SYNCHRONOUS), "async": (MS_SYNCHRONOUS, 0),
+    "dirsync": (0, MS_DIRSYNC), "remount": (0, MS_REMOUNT),
+    "mand": (0, MS_MANDLOCK), "nomand": (MS_MANDLOCK, 0),
+    "atime": (MS_NOATIME, 0), "noatime": (0, MS_NOATIME),
+    "diratime": (MS_NODIRATIME, 0), "nodiratime": (0, MS_NODIRATIME),
+    "relatime": (0, MS_RELATIME), "norelatime": (MS_RELATIME, 0),
+    "strictatime": (0, MS_STRICTATIME), "nostrictatime": (MS_STRICTATIME, 0),
+    "lazytime": (0, MS_LAZYTIME), "nolazytime": (MS_LAZYTIME, 0),
+    "iversion": (0, MS_I_VERSION), "noiversion": (MS_I_VERSION, 0),
+    "silent": (0, MS_SILENT), "loud": (MS_SILENT, 0),
+    "nosymfollow": (0, MS_NOSYMFOLLOW), "symfollow": (MS_NOSYMFOLLOW, 0),
+    "bind": (0, MS_BIND), "rbind": (0, MS_BIND | MS_REC),
+}
+PROPAGATION: dict[str, int] = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+# options runc accepts that change how a mount is made, not mount(2) flags or data
+_IGNORED_OPTIONS = frozenset({"tmpcopyup", "idmap", "ridmap", "nocopyup", "copyup"})
+
+NAMESPACE_FLAGS: dict[str, int] = {
+    "pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000,
+    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000,
+}
+CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
+
+S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
+DEVICE_TYPES = {"c": S_IFCHR, "u": S_IFCHR, "b": S_IFBLK, "p": S_IFIFO}
+# (path, major, minor): what runc creates in every container with its own /dev
+DEFAULT_DEVICES = (
+    ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
+)
+DEV_SYMLINKS = (
+    ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+)
+
+RLIMITS: dict[str, int] = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# The steps. Field order is the wire order: ints first, then strings (see encode()).
+@dataclass(frozen=True)
+class MountStep:
+    source: str
+    target: str
+    fstype: str = ""
+    data: str = ""
+    flags: int = 0
+    make: int = 0  # 0: target exists, 1: mkdir -p, 2: create a file (for a file bind)
+
+
+@dataclass(frozen=True)
+class MkdirStep:
+    path: str
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class MknodStep:
+    path: str
+    mode: int
+    major: int
+    minor: int
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class SymlinkStep:
+    target: str
+    link: str
+
+
+@dataclass(frozen=True)
+class UnlinkStep:
+    path: str
+
+
+@dataclass(frozen=True)
+class PivotRootStep:
+    rootfs: str
+
+
+@dataclass(frozen=True)
+class MoveRootStep:
+    """--no-pivot: move the rootfs onto / and chroot, for roots pivot_root refuses (ramfs)."""
+
+    rootfs: str
+
+
+@dataclass(frozen=True)
+class MaskStep:
+    path: str
+
+
+@dataclass(frozen=True)
+class ReadonlyStep:
+    path: str
+    bind: bool = True  # False for the root, already a mount point
+
+
+@dataclass(frozen=True)
+class HostnameStep:
+    name: str
+
+
+@dataclass(frozen=True)
+class DomainnameStep:
+    name: str
+
+
+@dataclass(frozen=True)
+class RlimitStep:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class KeepCapsStep:
+    on: bool
+
+
+@dataclass(frozen=True)
+class UserStep:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BoundingStep:
+    """Drop from the bounding set; before the uid switch, which clears the effective set."""
+
+    keep: int  # mask of capabilities to keep
+
+
+@dataclass(frozen=True)
+class CapsStep:
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+
+
+@dataclass(frozen=True)
+class NoNewPrivsStep:
+    pass
+
+
+@dataclass(frozen=True)
+class UmaskStep:
+    mask: int
+
+
+@dataclass(frozen=True)
+class ChdirStep:
+    path: str
+
+
+@dataclass(frozen=True)
+class ExecStep:
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+
+
+Step = (
+    MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
+    | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
+    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | ExecStep
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    clone_flags: int  # namespaces made by clone3
+    unshare_flags: int  # namespaces made after the parent placed the init in its cgroups
+    rootfs: str
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    """One hierarchy as the container's /sys/fs/cgroup shows it."""
+
+    name: str  # directory under /sys/fs/cgroup
+    host_path: str  # the container's cgroup on the host (bind source)
+    fstype: str  # "cgroup" or "cgroup2"
+    options: str  # v1 controllers, for a mount inside a cgroup namespace
+
+
+def mount_options(options: Iterable[str]) -> tuple[int, int, str]:
+    """Split OCI mount options into (mount flags, propagation flags, data string)."""
+    flags = prop = 0
+    data: list[str] = []
+    for o in options:
+        if o in MOUNT_FLAGS:
+            clear, set_ = MOUNT_FLAGS[o]
+            flags = (flags & ~clear) | set_
+        elif o in PROPAGATION:
+            prop |= PROPAGATION[o]
+        elif o not in _IGNORED_OPTIONS:
+            data.append(o)
+    return flags, prop, ",".join(data)
+
+
+def host_path(rootfs: str, path: str) -> str:
+    """``path`` inside the container, as a host path under ``rootfs``."""
+    return posixpath.join(rootfs, posixpath.normpath("/" + path).lstrip("/"))
+
+
+def _is_bind(m: Mount) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def _mount_steps(i: int, m: Mount, rootfs: str, bundle: str, cgroups: Iterable[CgroupMount], cgroupns: bool) -> list[Step]:
+    target = host_path(rootfs, m.destination)
+    flags, prop, data = mount_options(m.options)
+    steps: list[Step] = []
+    if m.type == "cgroup":
+        base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        steps.append(MountStep("tmpfs", target, "tmpfs", "mode=755", base, make=1))
+        for cg in cgroups:
+            sub = posixpath.join(target, cg.name)
+            if cgroupns:
+                steps.append(MountStep(cg.fstype, sub, cg.fstype, cg.options, flags, make=1))
+            else:
+                steps.append(MountStep(cg.host_path, sub, "", "", MS_BIND | MS_REC, make=1))
+                steps.append(MountStep("", sub, "", "", MS_BIND | MS_REMOUNT | flags))
+        if flags & MS_RDONLY:
+            steps.append(MountStep("", target, "", "", MS_REMOUNT | MS_RDONLY | base))
+    elif _is_bind(m):
+        source = m.source or ""
+        if not posixpath.isabs(source):
+            source = os.path.join(bundle, source)
+        if not os.path.exists(source):
+            raise ConfigError(f"mounts[{i}].source", f"bind source {source} does not exist")
+        make = 1 if os.path.isdir(source) else 2
+        steps.append(MountStep(source, target, "", "", flags & (MS_BIND | MS_REC), make=make))
+        rest = flags & ~(MS_BIND | MS_REC)
+        if rest:
+            steps.append(MountStep("", target, "", "", MS_BIND | MS_REMOUNT | rest | (flags & MS_REC)))
+    else:
+        steps.append(MountStep(m.source or m.type or "none", target, m.type or "", data, flags, make=1))
+    if prop:
+        steps.append(MountStep("", target, "", "", prop))
+    return steps
+
+
+def _cap_mask(names: tuple[str, ...] | None) -> int:
+    mask = 0
+    for name in names or ():
+        mask |= 1 << CAPABILITIES.index(name)
+    return mask
+
+
+def _capability_steps(caps: Capabilities) -> tuple[Step, Step]:
+    return (
+        BoundingStep(_cap_mask(caps.bounding)),
+        CapsStep(_cap_mask(caps.effective), _cap_mask(caps.permitted), _cap_mask(caps.inheritable), _cap_mask(caps.ambient)),
+    )
+
+
+def _home(rootfs: str, uid: int) -> str:
+    """HOME from the container's /etc/passwd, as runc sets it when the config does not."""
+    try:
+        with open(os.path.join(rootfs, "etc/passwd")) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def build(
+    spec: Spec,
+    *,
+    bundle: str,
+    cgroups: Iterable[CgroupMount] = (),
+    no_pivot: bool = False,
+) -> Plan:
+    """The init's steps for ``spec``; ``bundle`` anchors relative paths."""
+    if spec.root is None:
+        raise ConfigError("root", "the config has no root: a container needs a root filesystem")
+    if spec.process is None:
+        raise ConfigError("process", "the config has no process: nothing to run")
+    rootfs = posixpath.normpath(os.path.join(bundle, spec.root.path))
+    if not os.path.isdir(rootfs):
+        raise ConfigError("root.path", f"rootfs {rootfs} does not exist or is not a directory")
+    linux = spec.linux
+    clone_flags = unshare_flags = 0
+    for i, ns in enumerate(linux.namespaces):
+        if ns.path:
+            raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported yet")
+        if ns.type not in NAMESPACE_FLAGS:
+            raise ConfigError(f"linux.namespaces[{i}].type", f"{ns.type} namespaces are not supported yet")
+        if ns.type == "cgroup":
+            unshare_flags |= CLONE_NEWCGROUP
+        else:
+            clone_flags |= NAMESPACE_FLAGS[ns.type]
+    if not clone_flags & NAMESPACE_FLAGS["mount"]:
+        raise ConfigError("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}")
+
+    root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
+    steps: list[Step] = [
+        # nothing the container mounts may propagate back to the host
+        MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
+        MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
+    ]
+    cgroups = tuple(cgroups)
+    for i, m in enumerate(spec.mounts):
+        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP)))
+
+    dev_is_bind = any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts)
+    if not dev_is_bind:
+        devices = [(p, DEVICE_TYPES["c"] | 0o666, ma, mi, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
+        for d in linux.devices:
+            mode = DEVICE_TYPES[d.type] | (d.file_mode if d.file_mode is not None else 0o666)
+            devices.append((d.path, mode, d.major, d.minor, d.uid or 0, d.gid or 0))
+        seen: set[str] = set()
+        for path, mode, major, minor, uid, gid in devices:
+            if path in seen:
+                continue
+            seen.add(path)
+            target = host_path(rootfs, path)
+            steps.append(MkdirStep(posixpath.dirname(target)))
+            steps.append(UnlinkStep(target))
+            steps.append(MknodStep(target, mode, major, minor, uid, gid))
+        for src, link in DEV_SYMLINKS:
+            steps.append(SymlinkStep(src, host_path(rootfs, link)))
+        if os.path.exists("/proc/kcore"):
+            steps.append(SymlinkStep("/proc/kcore", host_path(rootfs, "/dev/core")))
+        steps.append(UnlinkStep(host_path(rootfs, "/dev/ptmx")))
+        steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
+
+    steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
+    if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
+        steps.append(MountStep("", "/", "", "", root_prop))
+    steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
+    steps.extend(MaskStep(p) for p in linux.masked_paths)
+    if spec.root.readonly:
+        steps.append(ReadonlyStep("/", bind=False))
+    if spec.hostname is not None:
+        steps.append(HostnameStep(spec.hostname))
+    if spec.domainname is not None:
+        steps.append(DomainnameStep(spec.domainname))
+
+    proc = spec.process
+    steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
+    if proc.no_new_privileges:
+        steps.append(NoNewPrivsStep())
+    user = proc.user
+    if len(user.additional_gids) > 64:
+        raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    if proc.capabilities is not None:
+        bounding, caps = _capability_steps(proc.capabilities)
+        steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
+    else:
+        steps.append(UserStep(user.uid, user.gid, user.additional_gids))
+    steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
+    steps.append(ChdirStep(proc.cwd))
+    env = list(proc.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.append(DEFAULT_PATH)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=" + _home(rootfs, user.uid))
+    steps.append(ExecStep(proc.args, tuple(env)))
+    return Plan(tuple(steps), clone_flags, unshare_flags, rootfs)
+
+
+def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
+    """The wire form read by _clone.c: per step ``u32 op, u32 nint, u32 nstr``, int64s, C strings."""
+    out = bytearray()
+
+    def rec(op: str, ints: list[int], strs: Iterable[str] = ()) -> None:
+        s = [x.encode() for x in strs]
+        if any(b"\0" in x for x in s):
+            raise ConfigError("", f"a string for {op} contains a NUL byte")
+        out.extend(struct.pack(f"=III{len(ints)}q", codes[op], len(ints), len(s), *ints))
+        for x in s:
+            out.extend(x + b"\0")
+
+    for step in plan.steps:
+        match step:
+            case MountStep():
+                rec("MOUNT", [step.flags, step.make], [step.source, step.target, step.fstype, step.data])
+            case MkdirStep():
+                rec("MKDIR", [step.mode], [step.path])
+            case MknodStep():
+                rec("MKNOD", [step.mode, step.major, step.minor, step.uid, step.gid], [step.path])
+            case SymlinkStep():
+                rec("SYMLINK", [], [step.target, step.link])
+            case UnlinkStep():
+                rec("UNLINK", [], [step.path])
+            case PivotRootStep():
+                rec("PIVOT_ROOT", [], [step.rootfs])
+            case MoveRootStep():
+                rec("MOVE_ROOT", [], [step.rootfs])
+            case MaskStep():
+                rec("MASK", [], [step.path])
+            case ReadonlyStep():
+                rec("READONLY", [int(step.bind)], [step.path])
+            case HostnameStep():
+                rec("HOSTNAME", [], [step.name])
+            case DomainnameStep():
+                rec("DOMAINNAME", [], [step.name])
+            case RlimitStep():
+                rec("RLIMIT", [RLIMITS[step.name], step.hard, step.soft], [step.name])
+            case KeepCapsStep():
+                rec("KEEPCAPS", [int(step.on)])
+            case UserStep():
+                # setgroups is skipped only when it would be refused (a later user-namespace issue)
+                rec("USER", [step.uid, step.gid, 1, *step.additional_gids])
+            case BoundingStep():
+                rec("CAPS_BOUNDING", [last_cap, step.keep])
+            case CapsStep():
+                rec("CAPS", [last_cap, step.effective, step.permitted, step.inheritable, step.ambient])
+            case NoNewPrivsStep():
+                rec("NO_NEW_PRIVS", [])
+            case UmaskStep():
+                rec("UMASK", [step.mask])
+            case ChdirStep():
+                rec("CHDIR", [], [step.path])
+            case ExecStep():
+                rec("ARGV", [], step.args)
+                rec("ENV", [], step.env)
+    return bytes(out)
+
+
+def last_cap() -> int:
+    """The highest capability this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(CAPABILITIES) - 1

@@ -1,0 +1,41 @@
+"""The OCI runtime-spec config: model, loading with validation, and runc's default configs."""
+
+from .default import default_spec, rootless_spec
+from .load import load, loads
+from .model import (
+    Capabilities,
+    ConsoleSize,
+    Device,
+    Hook,
+    Hooks,
+    IDMapping,
+    Linux,
+    Mount,
+    Namespace,
+    Process,
+    Rlimit,
+    Root,
+    Spec,
+    User,
+)
+
+__all__ = [
+    "Capabilities",
+    "ConsoleSize",
+    "Device",
+    "Hook",
+    "Hooks",
+    "IDMapping",
+    "Linux",
+    "Mount",
+    "Namespace",
+    "Process",
+    "Rlimit",
+    "Root",
+    "Spec",
+    "User",
+    "default_spec",
+    "load",
+    "loads",
+    "rootless_spec",
+]

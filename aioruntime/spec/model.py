@@ -1,0 +1,183 @@
+"""The OCI runtime-spec config as frozen dataclasses, with the spec's defaults.
+
+Only what the runtime acts on is modelled; sections owned by other layers (cgroup
+resources, seccomp, ...) stay raw mappings, and ``Spec.raw`` keeps the whole document
+so extensions and unknown keys round-trip untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None
+    additional_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConsoleSize:
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Each set is None when absent, which differs from an explicit empty list."""
+
+    bounding: tuple[str, ...] | None = None
+    effective: tuple[str, ...] | None = None
+    inheritable: tuple[str, ...] | None = None
+    permitted: tuple[str, ...] | None = None
+    ambient: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    type: str
+    hard: int
+    soft: int
+
+
+@dataclass(frozen=True)
+class Process:
+    args: tuple[str, ...]
+    cwd: str
+    env: tuple[str, ...] = ()
+    user: User = User()
+    terminal: bool = False
+    console_size: ConsoleSize | None = None
+    capabilities: Capabilities | None = None
+    rlimits: tuple[Rlimit, ...] = ()
+    no_new_privileges: bool = False
+    apparmor_profile: str | None = None
+    oom_score_adj: int | None = None
+    selinux_label: str | None = None
+
+
+@dataclass(frozen=True)
+class Root:
+    """``path`` may be relative, to the bundle directory."""
+
+    path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    destination: str
+    type: str | None = None
+    source: str | None = None
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """``path`` set means join that namespace; None means create a new one."""
+
+    type: str
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class IDMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Device:
+    """``major``/``minor`` are 0 for fifos (type ``p``), which have none."""
+
+    path: str
+    type: str
+    major: int
+    minor: int
+    file_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass(frozen=True)
+class Hook:
+    path: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    prestart: tuple[Hook, ...] = ()
+    create_runtime: tuple[Hook, ...] = ()
+    create_container: tuple[Hook, ...] = ()
+    start_container: tuple[Hook, ...] = ()
+    poststart: tuple[Hook, ...] = ()
+    poststop: tuple[Hook, ...] = ()
+
+
+@dataclass(frozen=True)
+class Linux:
+    """``rootfs_propagation`` None means the runtime default (an empty string reads as None)."""
+
+    namespaces: tuple[Namespace, ...] = ()
+    uid_mappings: tuple[IDMapping, ...] = ()
+    gid_mappings: tuple[IDMapping, ...] = ()
+    devices: tuple[Device, ...] = ()
+    cgroups_path: str | None = None
+    resources: Mapping[str, Any] | None = None
+    masked_paths: tuple[str, ...] = ()
+    readonly_paths: tuple[str, ...] = ()
+    rootfs_propagation: str | None = None
+    mount_label: str | None = None
+    sysctl: Mapping[str, str] = field(default_factory=_empty)
+    seccomp: Mapping[str, Any] | None = None
+    time_offsets: Mapping[str, Any] | None = None
+    personality: Mapping[str, Any] | None = None
+    intel_rdt: Mapping[str, Any] | None = None
+
+    def namespace(self, type: str) -> Namespace | None:
+        """The entry for ``type``; None means the container shares the runtime's."""
+        return next((ns for ns in self.namespaces if ns.type == type), None)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated config.json. Build it with ``Spec.from_dict`` or ``load``."""
+
+    oci_version: str
+    root: Root | None
+    process: Process | None
+    hostname: str | None = None
+    domainname: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    hooks: Hooks = Hooks()
+    annotations: Mapping[str, str] = field(default_factory=_empty)
+    linux: Linux = Linux()
+    raw: Mapping[str, Any] = field(default_factory=_empty, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Spec:
+        """Validate a parsed config.json (copied, so later changes to ``d`` do not leak in)."""
+        from .check import fail
+        from .parse import parse_spec  # parse builds these classes, so it imports this module
+
+        if not isinstance(d, Mapping):
+            fail("", "the config to be a JSON object", d)
+        return parse_spec(copy.deepcopy(dict(d)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document as given, extensions included; a copy, so the caller may edit it."""
+        return copy.deepcopy(dict(self.raw))

@@ -1,0 +1,109 @@
+"""Container state on disk: ``<root>/<id>/state.json`` beside ``exec.fifo``.
+
+Written to a temporary file and renamed, and guarded by an flock on the container's
+directory, so the CLI and any number of library processes can manage the same containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ContainerExistsError, ContainerNotFoundError, InvalidIdError
+
+DEFAULT_ROOT = "/run/aioruntime"
+_ID = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9_+\-.]{0,1023}$")
+
+
+def check_id(container_id: str) -> str:
+    if not _ID.match(container_id) or container_id in (".", ".."):
+        raise InvalidIdError(container_id)
+    return container_id
+
+
+@dataclass
+class State:
+    """What a container needs to be found and managed again by another process."""
+
+    id: str
+    bundle: str
+    rootfs: str
+    created: str  # RFC 3339 with nanoseconds, UTC, as runc writes it
+    config: dict[str, Any]  # the OCI config it was created from, as given
+    cgroup_paths: dict[str, str]  # hierarchy mountpoint -> the container's cgroup directory
+    cgroups_made: list[str] = field(default_factory=list)  # what delete removes
+    pid: int = 0  # 0 while creating
+    pid_start: int = 0  # start time of pid, to tell it from a reused pid
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Store:
+    """The root directory holding one directory per container."""
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+
+    def dir(self, container_id: str) -> str:
+        return os.path.join(self.root, check_id(container_id))
+
+    def fifo(self, container_id: str) -> str:
+        return os.path.join(self.dir(container_id), "exec.fifo")
+
+    def reserve(self, container_id: str) -> int:
+        """Make the container's directory, failing if it exists; return an O_PATH fd on it."""
+        path = self.dir(container_id)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise ContainerExistsError(container_id) from None
+        return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    @contextlib.contextmanager
+    def lock(self, container_id: str) -> Iterator[None]:
+        """Hold the container's lock; ContainerNotFoundError when it has no directory."""
+        try:
+            fd = os.open(self.dir(container_id), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ContainerNotFoundError(container_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def save(self, state: State) -> None:
+        path = os.path.join(self.dir(state.id), "state.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(state), f)
+        os.rename(tmp, path)
+
+    def load(self, container_id: str) -> State:
+        try:
+            with open(os.path.join(self.dir(container_id), "state.json")) as f:
+                return State.from_json(json.load(f))
+        except FileNotFoundError:
+            raise ContainerNotFoundError(container_id) from None
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _ID.match(n) and os.path.exists(os.path.join(self.root, n, "state.json")))
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.dir(container_id), ignore_errors=True)
