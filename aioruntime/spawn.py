@@ -6,11 +6,11 @@ import os
 import socket
 from dataclasses import dataclass
 
-from . import _native  # type: ignore[attr-defined]
+from ._native import ffi as _ffi
+from ._native import lib as _lib
 from .errors import SpawnError
 from .plan import Plan, encode, last_cap
 
-_ffi, _lib = _native.ffi, _native.lib
 CODES = {name[len("AIO_OP_"):]: getattr(_lib, name) for name in dir(_lib) if name.startswith("AIO_OP_")}
 _ERROR = _ffi.sizeof("struct aio_error")
 

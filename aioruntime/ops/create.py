@@ -48,6 +48,7 @@ class Creation:
         *,
         stdio: tuple[int, int, int] = (-1, -1, -1),
         no_pivot: bool = False,
+        preserve_fds: int = 0,
         spec: Spec | None = None,
     ) -> None:
         self.store = store
@@ -55,6 +56,7 @@ class Creation:
         self.bundle = os.path.abspath(os.fspath(bundle))
         self.stdio = stdio
         self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
         self.spec = spec
         self.state: State | None = None
         self.init: spawn.Init | None = None
@@ -81,7 +83,9 @@ class Creation:
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f can clean
             self.state.cgroups_made = cgroups.create(paths)
             self.store.save(self.state)
-            self.init = spawn.spawn(plan, stdio=self.stdio, state_dir_fd=self._dir_fd)
+            self.init = spawn.spawn(
+                plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
+            )
             cgroups.join(paths, self.init.pid)
             spawn.go(self.init)
         except BaseException:

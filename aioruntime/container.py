@@ -1,0 +1,309 @@
+"""The asyncio face of aioruntime: ``await Container(id, bundle).run()``.
+
+The operations themselves are the synchronous ones in ``ops``; here they are sequenced
+on the event loop, and every wait (the init's report, its exit, its death on delete) is
+an fd watched by the loop: no threads, no polling, no SIGCHLD handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from types import TracebackType
+from typing import IO, Any
+
+from . import ops
+from .errors import ContainerExistsError, InvalidStateError
+from .ops import lifecycle
+from .spec import Spec
+from .state import DEFAULT_ROOT, State, Store, check_id
+from .status import Status
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+Stdio = int | IO[Any] | None
+
+
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` is readable, on the running loop."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _returncode(pidfd: int, block: bool) -> int | None:
+    """Reap our child through its pidfd: the exit code, or minus the signal that killed it."""
+    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | (0 if block else os.WNOHANG))
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+class Container:
+    """One container under ``root``: made by this object, or found there with ``load``.
+
+    stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
+    inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
+    ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+    """
+
+    def __init__(
+        self,
+        id: str,
+        bundle: str | os.PathLike[str] | None = None,
+        *,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        no_pivot: bool = False,
+    ) -> None:
+        self.id = check_id(id)
+        self.bundle = os.fspath(bundle) if bundle is not None else None
+        self._store = Store(root)
+        self._stdio = (stdin, stdout, stderr)
+        self._no_pivot = no_pivot
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self._state: State | None = None
+        self._spec: Spec | None = None
+        self._pidfd: int | None = None  # set while our child init is unreaped
+        self._exit: asyncio.Future[int] | None = None
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        return self._store.root
+
+    @property
+    def pid(self) -> int | None:
+        """The init's host pid once created."""
+        return self._state.pid if self._state else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The init's exit status once reaped by this process (minus the signal if killed)."""
+        return self._exit.result() if self._exit is not None and self._exit.done() else None
+
+    @property
+    def config(self) -> Spec:
+        """The validated OCI config the container was created from."""
+        if self._spec is None:
+            self._spec = Spec.from_dict(self._load().config)
+        return self._spec
+
+    @property
+    def status(self) -> Status:
+        return lifecycle.status_of(self._store, self._load())
+
+    def state(self) -> dict[str, Any]:
+        """The OCI state document (``runc state``), read fresh from disk and the kernel."""
+        return lifecycle.oci_state(self._store, self._load())
+
+    def _load(self) -> State:
+        self._state = self._store.load(self.id)
+        return self._state
+
+    @classmethod
+    async def load(cls, id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Container:
+        """A container made by any process (the CLI, another program) under ``root``."""
+        c = cls(id, root=root)
+        c._load()
+        assert c._state is not None
+        c.bundle = c._state.bundle
+        return c
+
+    @classmethod
+    async def list(cls, *, root: str | os.PathLike[str] = DEFAULT_ROOT) -> builtins.list[Container]:
+        out = []
+        for cid in Store(root).ids():
+            try:
+                out.append(await cls.load(cid, root=root))
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def create(self) -> None:
+        """Spawn the init in its namespaces and cgroups; it waits for ``start()``."""
+        if self._state is not None:
+            raise ContainerExistsError(self.id)
+        if self.bundle is None:
+            raise ValueError("Container(id, bundle): a bundle is needed to create a container")
+        child_fds, parent_fds, close_after = self._open_stdio()
+        creation = ops.Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
+        try:
+            fd = creation.begin()
+            for f in close_after:
+                os.close(f)
+            close_after = []
+            await _readable(fd)
+            self._state = creation.finish()
+        except BaseException:
+            creation.abort()
+            for f in close_after + [f for f in parent_fds if f is not None]:
+                os.close(f)
+            raise
+        self._spec = creation.spec
+        self._watch_exit(creation.pidfd)
+        await self._connect_stdio(parent_fds)
+
+    async def start(self) -> None:
+        """Release the init: it execs the configured process."""
+        lifecycle.start(self._store, self.id)
+
+    async def wait(self) -> int | None:
+        """Wait for the init to exit; its status if this process created it, else None."""
+        if self._exit is not None:
+            return await asyncio.shield(self._exit)
+        state = self._load()
+        try:
+            pidfd = os.pidfd_open(state.pid)
+        except ProcessLookupError:
+            return None
+        try:
+            if lifecycle.status_of(self._store, state) is not Status.STOPPED:
+                await _readable(pidfd)
+        finally:
+            os.close(pidfd)
+        return None
+
+    async def kill(self, sig: int = signal.SIGTERM, *, all: bool = False) -> None:
+        lifecycle.kill(self._store, self.id, sig, all_processes=all)
+
+    async def delete(self, *, force: bool = False) -> None:
+        """Kill what is left (with ``force``, even a running container), remove cgroups and state."""
+        pidfd = lifecycle.delete_begin(self._store, self.id, force=force)
+        try:
+            if pidfd is not None:
+                await _readable(pidfd)
+            if self._exit is not None:
+                await asyncio.shield(self._exit)
+        except BaseException:
+            self._delete_now()
+            raise
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        lifecycle.delete_finish(self._store, self.id)
+
+    async def run(self) -> int:
+        """create + start + wait + delete: the exit status (minus the signal if killed)."""
+        await self.create()
+        try:
+            await self.start()
+            code = await self.wait()
+        except BaseException:
+            self._delete_now()
+            raise
+        await self.delete()
+        assert code is not None
+        return code
+
+    def _delete_now(self) -> None:
+        """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""
+        try:
+            lifecycle.delete(self._store, self.id, force=True)
+        except (FileNotFoundError, InvalidStateError):
+            pass
+        except Exception:
+            if os.path.exists(self._store.dir(self.id)):
+                raise
+        if self._pidfd is not None:
+            code = _returncode(self._pidfd, block=True)
+            self._reaped(code if code is not None else -signal.SIGKILL)
+
+    async def __aenter__(self) -> Container:
+        await self.create()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if os.path.exists(self._store.dir(self.id)):
+            self._delete_now()
+
+    # -- exit and stdio --------------------------------------------------------------------
+
+    def _watch_exit(self, pidfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._pidfd = pidfd
+        self._exit = loop.create_future()
+
+        def on_readable() -> None:
+            code = _returncode(pidfd, block=False)
+            if code is not None:
+                self._reaped(code)
+
+        loop.add_reader(pidfd, on_readable)
+
+    def _reaped(self, code: int) -> None:
+        assert self._pidfd is not None and self._exit is not None
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    def _open_stdio(self) -> tuple[tuple[int, int, int], builtins.list[int | None], builtins.list[int]]:
+        """(fds for the child, our ends of PIPEs, fds to close once the child has its copies)."""
+        child: builtins.list[int] = []
+        ours: builtins.list[int | None] = []
+        close_after: builtins.list[int] = []
+        try:
+            for i, spec in enumerate(self._stdio):
+                if spec is None:
+                    child.append(-1)
+                    ours.append(None)
+                elif spec == PIPE:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    child.append(r if i == 0 else w)
+                    ours.append(w if i == 0 else r)
+                    close_after.append(child[-1])
+                elif spec == DEVNULL:
+                    fd = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+                    child.append(fd)
+                    ours.append(None)
+                    close_after.append(fd)
+                else:
+                    child.append(spec if isinstance(spec, int) else spec.fileno())
+                    ours.append(None)
+        except BaseException:
+            for f in close_after + [f for f in ours if f is not None]:
+                os.close(f)
+            raise
+        return (child[0], child[1], child[2]), ours, close_after
+
+    async def _connect_stdio(self, fds: builtins.list[int | None]) -> None:
+        loop = asyncio.get_running_loop()
+        if fds[0] is not None:
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(fds[0], "wb", 0)
+            )
+            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        readers: builtins.list[Callable[[asyncio.StreamReader], None]] = [
+            lambda r: setattr(self, "stdout", r),
+            lambda r: setattr(self, "stderr", r),
+        ]
+        for fd, assign in zip(fds[1:], readers):
+            if fd is not None:
+                reader = asyncio.StreamReader()
+                await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+                assign(reader)

@@ -1,0 +1,77 @@
+"""Plain helpers for the tests: the "nothing left behind" check and small readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import EllipsisType
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.cgroup_tree import cgroup_dirs  # noqa: E402
+
+AIORUNTIME = str(Path(sys.executable).parent / "aioruntime")
+"""The venv's console script: the CLI of the package under test."""
+
+
+class BundleFactory(Protocol):
+    """The ``bundle`` fixture: ``bundle(["sh", "-c", "..."], hostname="x") -> bundle dir``."""
+
+    def __call__(
+        self, args: list[str], *, cgroups_path: str | None | EllipsisType = ..., **overrides: Any
+    ) -> Path: ...
+
+
+def config_of(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    cfg: dict[str, Any] = json.loads((Path(bundle) / "config.json").read_text())
+    return cfg
+
+
+def cgroups_path_of(bundle: str | os.PathLike[str]) -> str:
+    path: str = config_of(bundle).get("linux", {}).get("cgroupsPath", "")
+    return path
+
+
+def mounts_under(path: str | os.PathLike[str]) -> list[str]:
+    """Mount points at or below ``path`` in this (the host's) mount namespace."""
+    top = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")  # mountinfo escapes " " as \040
+            if point == top or point.startswith(top + "/"):
+                found.append(point)
+    return found
+
+
+def assert_no_leftovers(
+    state_root: str | os.PathLike[str],
+    cid: str,
+    cgroups_path: str,
+    pid: int | None = None,
+    rootfs: str | os.PathLike[str] | None = None,
+) -> None:
+    """Assert that container ``cid`` left nothing: no state dir, no cgroup in any mounted
+    hierarchy, no host mount under its state dir (or ``rootfs``), and, given its init's
+    ``pid``, no such process, not even a zombie."""
+    problems = []
+    state_dir = Path(state_root) / cid
+    if state_dir.exists() or state_dir.is_symlink():
+        problems.append(f"state dir {state_dir} exists: {sorted(p.name for p in state_dir.iterdir())}")
+    if cgroups_path:
+        problems += [f"cgroup {d} exists" for d in cgroup_dirs(cgroups_path) if d.exists()]
+    for where in (state_root, rootfs):
+        if where is not None:
+            problems += [f"host mount {m} left" for m in mounts_under(where)]
+    if pid is not None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            pass
+        else:
+            comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+            what = "a zombie nobody reaped" if state == "Z" else f"alive in state {state}"
+            problems.append(f"process {pid} ({comm}) is {what}")
+    assert not problems, f"container {cid} left behind:\n  " + "\n  ".join(problems)
