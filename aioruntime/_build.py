@@ -18,7 +18,6 @@ struct aio_spawn_args {
     const char *plan;
     size_t plan_len;
     uint64_t clone_flags;
-    uint64_t unshare_flags;
     int stdio[3];
     int sync_fd;
     int state_dir_fd;

@@ -6,9 +6,9 @@
  * functions (the parent may have threads).  It is deliberately dumb: every
  * decision was taken in aioruntime/plan.py; here we only execute records.
  *
- * Protocol on the SOCK_SEQPACKET sync socket (child's end is fd AIO_SYNC_FD
- * counted from the preserved fds):
- *   parent -> child  'G'          cgroups joined, go on
+ * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
+ * preserved fds):
+ *   parent -> child  'G'          cgroups joined: go on past the WAIT_GO record
  *   child  -> parent 'R'          set up; now blocking on exec.fifo
  *   child  -> parent struct aio_error   a step failed (then the child exits)
  * EOF instead of 'G' means the parent died: the child exits quietly.
@@ -371,6 +371,15 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         if (chdir(r->strs[0]) < 0)
             fail(c, "chdir", r->strs[0], errno);
         break;
+    case AIO_OP_WAIT_GO: {
+        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP) */
+        char go = 0;
+        if (recv(c->sync_fd, &go, 1, 0) != 1 || go != 'G')
+            _exit(AIO_EXIT_SETUP_FAILED); /* the parent died or gave up: leave quietly */
+        if (r->ints[0] && unshare((int)r->ints[0]) < 0)
+            fail(c, "unshare", "cgroup namespace", errno);
+        break;
+    }
     case AIO_OP_ARGV:
         c->argv = copy_list(c->argv_buf, r);
         break;
@@ -425,17 +434,12 @@ static void child_main(const struct aio_spawn_args *args)
     struct child c;
     struct record r;
     char scratch[4096];
-    char go = 0;
     memset(&c, 0, sizeof(c));
     c.args = args;
     c.argv = NULL;
     reset_signals();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     arrange_fds(&c);
-    if (recv(c.sync_fd, &go, 1, 0) != 1 || go != 'G')
-        _exit(AIO_EXIT_SETUP_FAILED);
-    if (args->unshare_flags && unshare((int)args->unshare_flags) < 0)
-        fail(&c, "unshare", "cgroup namespace", errno);
     if (setsid() < 0)
         fail(&c, "setsid", "", errno);
     umask(0);

@@ -26,6 +26,7 @@
 #define AIO_OP_ARGV 19
 #define AIO_OP_ENV 20
 #define AIO_OP_CAPS_BOUNDING 21
+#define AIO_OP_WAIT_GO 22
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
@@ -35,7 +36,6 @@ struct aio_spawn_args {
     const char *plan;
     size_t plan_len;
     uint64_t clone_flags;   /* CLONE_NEW* given to clone3 */
-    uint64_t unshare_flags; /* unshared after the parent said go (CLONE_NEWCGROUP) */
     int stdio[3];           /* fd to become 0, 1, 2; -1 keeps the caller's */
     int sync_fd;            /* child's end of the SOCK_SEQPACKET socketpair */
     int state_dir_fd;       /* O_PATH directory holding exec.fifo */

@@ -201,6 +201,17 @@ class ChdirStep:
 
 
 @dataclass(frozen=True)
+class WaitGoStep:
+    """Wait until the parent has placed the init in its cgroups, then unshare ``unshare``.
+
+    Placed as late as the plan allows (before the first cgroup mount, else before exec), so
+    the parent makes and joins the cgroups while the init builds the rootfs.
+    """
+
+    unshare: int = 0
+
+
+@dataclass(frozen=True)
 class ExecStep:
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -209,7 +220,7 @@ class ExecStep:
 Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
-    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | ExecStep
+    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
 )
 
 
@@ -217,7 +228,6 @@ Step = (
 class Plan:
     steps: tuple[Step, ...]
     clone_flags: int  # namespaces made by clone3
-    unshare_flags: int  # namespaces made after the parent placed the init in its cgroups
     rootfs: str
 
 
@@ -255,13 +265,16 @@ def _is_bind(m: Mount) -> bool:
     return m.type == "bind" or "bind" in m.options or "rbind" in m.options
 
 
+_CGROUP_TMPFS = "mode=755"  # marks the tmpfs under which the cgroup hierarchies are mounted
+
+
 def _mount_steps(i: int, m: Mount, rootfs: str, bundle: str, cgroups: Iterable[CgroupMount], cgroupns: bool) -> list[Step]:
     target = host_path(rootfs, m.destination)
     flags, prop, data = mount_options(m.options)
     steps: list[Step] = []
     if m.type == "cgroup":
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        steps.append(MountStep("tmpfs", target, "tmpfs", "mode=755", base, make=1))
+        steps.append(MountStep("tmpfs", target, "tmpfs", _CGROUP_TMPFS, base, make=1))
         for cg in cgroups:
             sub = posixpath.join(target, cg.name)
             if cgroupns:
@@ -332,7 +345,7 @@ def build(
     if not os.path.isdir(rootfs):
         raise ConfigError("root.path", f"rootfs {rootfs} does not exist or is not a directory")
     linux = spec.linux
-    clone_flags = unshare_flags = 0
+    clone_flags = unshare_flags = 0  # the cgroup namespace is unshared at WaitGoStep
     for i, ns in enumerate(linux.namespaces):
         if ns.path:
             raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported yet")
@@ -409,7 +422,9 @@ def build(
     if not any(e.startswith("HOME=") for e in env):
         env.append("HOME=" + _home(rootfs, user.uid))
     steps.append(ExecStep(proc.args, tuple(env)))
-    return Plan(tuple(steps), clone_flags, unshare_flags, rootfs)
+    go = next((i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS), len(steps) - 1)
+    steps.insert(go, WaitGoStep(unshare_flags))
+    return Plan(tuple(steps), clone_flags, rootfs)
 
 
 def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
@@ -465,6 +480,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("UMASK", [step.mask])
             case ChdirStep():
                 rec("CHDIR", [], [step.path])
+            case WaitGoStep():
+                rec("WAIT_GO", [step.unshare])
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)

@@ -40,7 +40,6 @@ def spawn(
     args.plan = _ffi.cast("const char *", buf)
     args.plan_len = len(wire)
     args.clone_flags = plan.clone_flags
-    args.unshare_flags = plan.unshare_flags
     args.stdio = list(stdio)
     args.sync_fd = child.fileno()
     args.state_dir_fd = state_dir_fd

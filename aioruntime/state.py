@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ContainerExistsError, ContainerNotFoundError, InvalidIdError
@@ -88,7 +88,8 @@ class Store:
         path = os.path.join(self.dir(state.id), "state.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(asdict(state), f)
+            # one write (json.dump writes piece by piece); vars(), not asdict(), which deep-copies
+            f.write(json.dumps(vars(state)))
         os.rename(tmp, path)
 
     def load(self, container_id: str) -> State:
@@ -106,4 +107,20 @@ class Store:
         return sorted(n for n in names if _ID.match(n) and os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def remove(self, container_id: str) -> None:
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+        """Remove the container's directory and the few files it holds."""
+        path = self.dir(container_id)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(path, name))
+            except IsADirectoryError:
+                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass

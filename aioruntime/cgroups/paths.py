@@ -57,24 +57,34 @@ def _copy_cpuset(directory: str) -> None:
             f.write(value)
 
 
+def _mkdirs(path: str, top: str, made: list[str]) -> None:
+    """mkdir -p below ``top``, recording each directory made (parents first)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if parent == top or len(parent) <= len(top):
+            raise
+        _mkdirs(parent, top, made)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+    made.append(path)
+
+
 def create(paths: dict[str, str]) -> list[str]:
     """mkdir -p each path; return the directories made, parents first, for ``remove``."""
     made: list[str] = []
     cpuset = {h.mountpoint for h in hierarchies() if "cpuset" in h.controllers}
     try:
         for mountpoint, path in paths.items():
-            missing: list[str] = []
-            d = path
-            while d != mountpoint and not os.path.isdir(d):
-                missing.append(d)
-                d = os.path.dirname(d)
-            for d in reversed(missing):
-                try:
-                    os.mkdir(d)
-                except FileExistsError:
-                    continue
-                made.append(d)
-                if mountpoint in cpuset:
+            first = len(made)
+            _mkdirs(path, mountpoint, made)
+            if mountpoint in cpuset:
+                for d in made[first:]:
                     _copy_cpuset(d)
     except OSError as e:
         remove(made)

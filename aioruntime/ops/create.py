@@ -80,12 +80,13 @@ class Creation:
                 cgroup_paths=paths,
                 annotations=dict(spec.annotations),
             )
-            self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f can clean
-            self.state.cgroups_made = cgroups.create(paths)
-            self.store.save(self.state)
+            # the init builds its rootfs while we make and join its cgroups (it waits for go
+            # before anything that needs them)
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
+            self.state.cgroups_made = cgroups.create(paths)
+            self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
             cgroups.join(paths, self.init.pid)
             spawn.go(self.init)
         except BaseException:
