@@ -48,7 +48,7 @@ done | sha256sum)
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$inputs" || ! -x .venv/bin/aioruntime ]] ||
     ! .venv/bin/python -c 'import aioruntime._native' 2>/dev/null; then
     log "pip install -e '.[test]'"
-    .venv/bin/python -m pip install -q -e '.[test]' </dev/null
+    .venv/bin/python -m pip install -q --config-settings editable_mode=compat -e '.[test]' </dev/null
     echo "$inputs" >"$stamp"
 fi
 

@@ -31,6 +31,7 @@ struct aio_error {
     char path[4096];
 };
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
+int aio_sync_pair(int fds[2]);
 """
 )
 ffibuilder.set_source(

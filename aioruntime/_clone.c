@@ -474,6 +474,11 @@ static void child_main(const struct aio_spawn_args *args)
     _exit(err == ENOENT ? 127 : 126);
 }
 
+int aio_sync_pair(int fds[2])
+{
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0 ? -errno : 0;
+}
+
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out)
 {
     struct clone_args ca;

@@ -51,5 +51,7 @@ struct aio_error {
 };
 
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
+/* The sync channel, here so that the CLI need not import Python's socket module. */
+int aio_sync_pair(int fds[2]);
 
 #endif

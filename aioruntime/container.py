@@ -16,8 +16,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO, Any
 
-from . import ops
-from .errors import ContainerExistsError, InvalidStateError
+from .ops.create import Creation
+from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
 from .ops import lifecycle
 from .spec import Spec
 from .state import DEFAULT_ROOT, State, Store, check_id
@@ -135,7 +135,7 @@ class Container:
         for cid in Store(root).ids():
             try:
                 out.append(await cls.load(cid, root=root))
-            except FileNotFoundError:
+            except ContainerNotFoundError:
                 continue  # deleted meanwhile
         return out
 
@@ -148,7 +148,7 @@ class Container:
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
         child_fds, parent_fds, close_after = self._open_stdio()
-        creation = ops.Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
+        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
         try:
             fd = creation.begin()
             for f in close_after:
@@ -203,6 +203,7 @@ class Container:
             if pidfd is not None:
                 os.close(pidfd)
         lifecycle.delete_finish(self._store, self.id)
+        self._state = None
 
     async def run(self) -> int:
         """create + start + wait + delete: the exit status (minus the signal if killed)."""
@@ -219,13 +220,8 @@ class Container:
 
     def _delete_now(self) -> None:
         """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""
-        try:
-            lifecycle.delete(self._store, self.id, force=True)
-        except (FileNotFoundError, InvalidStateError):
-            pass
-        except Exception:
-            if os.path.exists(self._store.dir(self.id)):
-                raise
+        lifecycle.delete(self._store, self.id, force=True)
+        self._state = None
         if self._pidfd is not None:
             code = _returncode(self._pidfd, block=True)
             self._reaped(code if code is not None else -signal.SIGKILL)

@@ -12,7 +12,7 @@ import os
 import posixpath
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ConfigError
 from .spec import Capabilities, Mount, Spec
@@ -81,8 +81,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 
 # The steps. Field order is the wire order: ints first, then strings (see encode()).
-@dataclass(frozen=True)
-class MountStep:
+class MountStep(NamedTuple):
     source: str
     target: str
     fstype: str = ""
@@ -91,14 +90,12 @@ class MountStep:
     make: int = 0  # 0: target exists, 1: mkdir -p, 2: create a file (for a file bind)
 
 
-@dataclass(frozen=True)
-class MkdirStep:
+class MkdirStep(NamedTuple):
     path: str
     mode: int = 0o755
 
 
-@dataclass(frozen=True)
-class MknodStep:
+class MknodStep(NamedTuple):
     path: str
     mode: int
     major: int
@@ -107,101 +104,84 @@ class MknodStep:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class SymlinkStep:
+class SymlinkStep(NamedTuple):
     target: str
     link: str
 
 
-@dataclass(frozen=True)
-class UnlinkStep:
+class UnlinkStep(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True)
-class PivotRootStep:
+class PivotRootStep(NamedTuple):
     rootfs: str
 
 
-@dataclass(frozen=True)
-class MoveRootStep:
+class MoveRootStep(NamedTuple):
     """--no-pivot: move the rootfs onto / and chroot, for roots pivot_root refuses (ramfs)."""
 
     rootfs: str
 
 
-@dataclass(frozen=True)
-class MaskStep:
+class MaskStep(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True)
-class ReadonlyStep:
+class ReadonlyStep(NamedTuple):
     path: str
     bind: bool = True  # False for the root, already a mount point
 
 
-@dataclass(frozen=True)
-class HostnameStep:
+class HostnameStep(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
-class DomainnameStep:
+class DomainnameStep(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
-class RlimitStep:
+class RlimitStep(NamedTuple):
     name: str
     soft: int
     hard: int
 
 
-@dataclass(frozen=True)
-class KeepCapsStep:
+class KeepCapsStep(NamedTuple):
     on: bool
 
 
-@dataclass(frozen=True)
-class UserStep:
+class UserStep(NamedTuple):
     uid: int
     gid: int
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class BoundingStep:
+class BoundingStep(NamedTuple):
     """Drop from the bounding set; before the uid switch, which clears the effective set."""
 
     keep: int  # mask of capabilities to keep
 
 
-@dataclass(frozen=True)
-class CapsStep:
+class CapsStep(NamedTuple):
     effective: int
     permitted: int
     inheritable: int
     ambient: int
 
 
-@dataclass(frozen=True)
-class NoNewPrivsStep:
-    pass
+class NoNewPrivsStep(NamedTuple):
+    on: bool = True
 
 
-@dataclass(frozen=True)
-class UmaskStep:
+class UmaskStep(NamedTuple):
     mask: int
 
 
-@dataclass(frozen=True)
-class ChdirStep:
+class ChdirStep(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True)
-class WaitGoStep:
+class WaitGoStep(NamedTuple):
     """Wait until the parent has placed the init in its cgroups, then unshare ``unshare``.
 
     Placed as late as the plan allows (before the first cgroup mount, else before exec), so
@@ -211,8 +191,7 @@ class WaitGoStep:
     unshare: int = 0
 
 
-@dataclass(frozen=True)
-class ExecStep:
+class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
 
@@ -224,15 +203,13 @@ Step = (
 )
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     steps: tuple[Step, ...]
     clone_flags: int  # namespaces made by clone3
     rootfs: str
 
 
-@dataclass(frozen=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     """One hierarchy as the container's /sys/fs/cgroup shows it."""
 
     name: str  # directory under /sys/fs/cgroup

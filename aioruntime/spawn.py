@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._native import ffi as _ffi
 from ._native import lib as _lib
@@ -15,13 +14,12 @@ CODES = {name[len("AIO_OP_"):]: getattr(_lib, name) for name in dir(_lib) if nam
 _ERROR = _ffi.sizeof("struct aio_error")
 
 
-@dataclass
-class Init:
+class Init(NamedTuple):
     """A spawned init: its pid, a pidfd on it, and the parent's end of the sync socket."""
 
     pid: int
     pidfd: int
-    sync: socket.socket
+    sync: int
 
 
 def spawn(
@@ -34,14 +32,18 @@ def spawn(
 ) -> Init:
     """clone3 the init into its namespaces; it waits for ``go()`` before doing anything."""
     wire = encode(plan, CODES, last_cap())
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    pair = _ffi.new("int[2]")
+    err = _lib.aio_sync_pair(pair)
+    if err < 0:
+        raise OSError(-err, os.strerror(-err))
+    parent, child = pair[0], pair[1]
     buf = _ffi.from_buffer(wire)
     args = _ffi.new("struct aio_spawn_args *")
     args.plan = _ffi.cast("const char *", buf)
     args.plan_len = len(wire)
     args.clone_flags = plan.clone_flags
     args.stdio = list(stdio)
-    args.sync_fd = child.fileno()
+    args.sync_fd = child
     args.state_dir_fd = state_dir_fd
     args.preserve_fds = preserve_fds
     args.wait_fifo = int(wait_fifo)
@@ -49,21 +51,21 @@ def spawn(
     try:
         pid = _lib.aio_spawn(args, pidfd)
     finally:
-        child.close()
+        os.close(child)
     if pid < 0:
-        parent.close()
+        os.close(parent)
         raise SpawnError("clone3", "", -pid, f"clone3: {_reason(-pid)}")
     return Init(pid, pidfd[0], parent)
 
 
 def go(init: Init) -> None:
     """Tell the init its cgroups are joined and it may set the container up."""
-    init.sync.send(b"G")
+    os.write(init.sync, b"G")
 
 
 def read_report(init: Init) -> None:
     """Read the init's report: returns once it is ready, raises SpawnError if a step failed."""
-    msg = init.sync.recv(_ERROR)
+    msg = os.read(init.sync, _ERROR)
     if msg == b"R":
         return
     if not msg:

@@ -11,10 +11,8 @@ import fcntl
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ContainerExistsError, ContainerNotFoundError, InvalidIdError
 
@@ -28,8 +26,7 @@ def check_id(container_id: str) -> str:
     return container_id
 
 
-@dataclass
-class State:
+class State(NamedTuple):
     """What a container needs to be found and managed again by another process."""
 
     id: str
@@ -38,15 +35,17 @@ class State:
     created: str  # RFC 3339 with nanoseconds, UTC, as runc writes it
     config: dict[str, Any]  # the OCI config it was created from, as given
     cgroup_paths: dict[str, str]  # hierarchy mountpoint -> the container's cgroup directory
-    cgroups_made: list[str] = field(default_factory=list)  # what delete removes
+    cgroups_made: tuple[str, ...] = ()  # what delete removes
     pid: int = 0  # 0 while creating
     pid_start: int = 0  # start time of pid, to tell it from a reused pid
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = {}  # noqa: RUF012 - never mutated: a NamedTuple is replaced, not edited
     owner: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in cls._fields}
+        known["cgroups_made"] = tuple(known.get("cgroups_made", ()))
+        return cls(**known)
 
 
 class Store:
@@ -88,8 +87,7 @@ class Store:
         path = os.path.join(self.dir(state.id), "state.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            # one write (json.dump writes piece by piece); vars(), not asdict(), which deep-copies
-            f.write(json.dumps(vars(state)))
+            f.write(json.dumps(state._asdict()))  # one write: json.dump writes piece by piece
         os.rename(tmp, path)
 
     def load(self, container_id: str) -> State:
@@ -107,7 +105,7 @@ class Store:
         return sorted(n for n in names if _ID.match(n) and os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def remove(self, container_id: str) -> None:
-        """Remove the container's directory and the few files it holds."""
+        """Remove the container's directory and the few files it holds (no subdirectories)."""
         path = self.dir(container_id)
         try:
             names = os.listdir(path)
@@ -116,8 +114,6 @@ class Store:
         for name in names:
             try:
                 os.unlink(os.path.join(path, name))
-            except IsADirectoryError:
-                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
             except FileNotFoundError:
                 pass
         try:

@@ -7,11 +7,10 @@ once per command, the library once per process.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """One mounted cgroup hierarchy: v1 with its controllers (or ``name=``), or cgroup2."""
 
     mountpoint: str

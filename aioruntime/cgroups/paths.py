@@ -12,6 +12,7 @@ import os
 import posixpath
 import signal
 import time
+from collections.abc import Sequence
 
 from ..errors import CgroupError
 from .mounts import Hierarchy, hierarchies, key, own_cgroups
@@ -145,7 +146,7 @@ def kill_all(paths: dict[str, str]) -> None:
                 pass
 
 
-def remove(made: list[str], timeout: float = 2.0) -> None:
+def remove(made: Sequence[str], timeout: float = 2.0) -> None:
     """rmdir what ``create`` made, children first; waits briefly for dying tasks to leave."""
     deadline = time.monotonic() + timeout
     for d in sorted(made, key=lambda p: p.count("/"), reverse=True):

@@ -259,5 +259,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except OSError as e:
         log.error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         code = 1
-    sys.stdout.flush()
-    sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    # skip the interpreter's teardown (module and object finalisation): a few ms per call
+    # that a container manager pays 3-4 times per container
+    os._exit(code)

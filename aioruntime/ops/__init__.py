@@ -2,9 +2,5 @@
 
 Where something must be awaited they hand out a file descriptor (sync socket, pidfd) and
 the caller waits on it: the async facade on the event loop, the CLI with ``poll``.
+Nothing is imported here, so ``state`` or ``kill`` never load what ``create`` needs.
 """
-
-from .create import Creation
-from .lifecycle import delete_begin, delete_finish, kill, oci_state, start, status_of
-
-__all__ = ["Creation", "delete_begin", "delete_finish", "kill", "oci_state", "start", "status_of"]

@@ -85,27 +85,28 @@ class Creation:
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
-            self.state.cgroups_made = cgroups.create(paths)
+            self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
             cgroups.join(paths, self.init.pid)
             spawn.go(self.init)
         except BaseException:
             self.abort()
             raise
-        return self.init.sync.fileno()
+        return self.init.sync
 
     def finish(self) -> State:
         """Read the init's report (the fd from ``begin()`` is readable); save the created state."""
         assert self.init is not None and self.state is not None
         try:
             spawn.read_report(self.init)
-            self.state.pid = self.init.pid
-            self.state.pid_start = process_start_time(self.init.pid) or 0
+            self.state = self.state._replace(
+                pid=self.init.pid, pid_start=process_start_time(self.init.pid) or 0
+            )
             self.store.save(self.state)
         except BaseException:
             self.abort()
             raise
-        self.init.sync.close()
+        os.close(self.init.sync)
         os.close(self._dir_fd)
         self._dir_fd = -1
         return self.state
@@ -130,7 +131,7 @@ class Creation:
                 pass
             os.waitid(os.P_PIDFD, self.init.pidfd, os.WEXITED)
             os.close(self.init.pidfd)
-            self.init.sync.close()
+            os.close(self.init.sync)
             self.init = None
         if self.state is not None:
             cgroups.remove(self.state.cgroups_made)

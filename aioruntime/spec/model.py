@@ -1,4 +1,7 @@
-"""The OCI runtime-spec config as frozen dataclasses, with the spec's defaults.
+"""The OCI runtime-spec config as immutable records (NamedTuple), with the spec's defaults.
+
+NamedTuple, not dataclasses: the CLI imports this on every create, and dataclasses cost
+ten times as much to import and define.
 
 Only what the runtime acts on is modelled; sections owned by other layers (cgroup
 resources, seccomp, ...) stay raw mappings, and ``Spec.raw`` keeps the whole document
@@ -9,31 +12,26 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 
-def _empty() -> Mapping[str, Any]:
-    return MappingProxyType({})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     uid: int = 0
     gid: int = 0
     umask: int | None = None
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class ConsoleSize:
+class ConsoleSize(NamedTuple):
     height: int
     width: int
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """Each set is None when absent, which differs from an explicit empty list."""
 
     bounding: tuple[str, ...] | None = None
@@ -43,15 +41,13 @@ class Capabilities:
     ambient: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(NamedTuple):
     type: str
     hard: int
     soft: int
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     args: tuple[str, ...]
     cwd: str
     env: tuple[str, ...] = ()
@@ -66,39 +62,34 @@ class Process:
     selinux_label: str | None = None
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """``path`` may be relative, to the bundle directory."""
 
     path: str
     readonly: bool = False
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     destination: str
     type: str | None = None
     source: str | None = None
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     """``path`` set means join that namespace; None means create a new one."""
 
     type: str
     path: str | None = None
 
 
-@dataclass(frozen=True)
-class IDMapping:
+class IDMapping(NamedTuple):
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """``major``/``minor`` are 0 for fifos (type ``p``), which have none."""
 
     path: str
@@ -110,16 +101,14 @@ class Device:
     gid: int | None = None
 
 
-@dataclass(frozen=True)
-class Hook:
+class Hook(NamedTuple):
     path: str
     args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     timeout: int | None = None
 
 
-@dataclass(frozen=True)
-class Hooks:
+class Hooks(NamedTuple):
     prestart: tuple[Hook, ...] = ()
     create_runtime: tuple[Hook, ...] = ()
     create_container: tuple[Hook, ...] = ()
@@ -128,8 +117,7 @@ class Hooks:
     poststop: tuple[Hook, ...] = ()
 
 
-@dataclass(frozen=True)
-class Linux:
+class Linux(NamedTuple):
     """``rootfs_propagation`` None means the runtime default (an empty string reads as None)."""
 
     namespaces: tuple[Namespace, ...] = ()
@@ -142,7 +130,7 @@ class Linux:
     readonly_paths: tuple[str, ...] = ()
     rootfs_propagation: str | None = None
     mount_label: str | None = None
-    sysctl: Mapping[str, str] = field(default_factory=_empty)
+    sysctl: Mapping[str, str] = _EMPTY
     seccomp: Mapping[str, Any] | None = None
     time_offsets: Mapping[str, Any] | None = None
     personality: Mapping[str, Any] | None = None
@@ -153,8 +141,7 @@ class Linux:
         return next((ns for ns in self.namespaces if ns.type == type), None)
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """A validated config.json. Build it with ``Spec.from_dict`` or ``load``."""
 
     oci_version: str
@@ -164,9 +151,9 @@ class Spec:
     domainname: str | None = None
     mounts: tuple[Mount, ...] = ()
     hooks: Hooks = Hooks()
-    annotations: Mapping[str, str] = field(default_factory=_empty)
+    annotations: Mapping[str, str] = _EMPTY
     linux: Linux = Linux()
-    raw: Mapping[str, Any] = field(default_factory=_empty, repr=False)
+    raw: Mapping[str, Any] = _EMPTY
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Spec:
