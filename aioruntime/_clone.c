@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -43,6 +44,10 @@ struct child {
     const struct aio_spawn_args *args;
     int sync_fd;
     int dir_fd;
+    const char *root; /* the rootfs (ROOTFS record): paths below it never resolve outside it */
+    size_t root_len;
+    int root_fd;
+    int cwd_done;
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
     const char *argv_buf[AIO_MAX_STRS + 1];
@@ -57,6 +62,8 @@ struct record {
     const char *strs[AIO_MAX_STRS];
     uint32_t nint, nstr;
 };
+
+static const char *opt(const char *s);
 
 static size_t cstrlen(const char *s)
 {
@@ -107,6 +114,157 @@ static int make_path(char *buf, int as_file, mode_t mode)
         buf[i] = saved;
     }
     return 0;
+}
+
+static int open_in(int dirfd, const char *path, uint64_t flags)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = flags | O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+/* The part of a host path below the rootfs, or NULL when it is not below it. */
+static const char *below_root(const struct child *c, const char *path)
+{
+    if (c->root_fd < 0 || strncmp(path, c->root, c->root_len) != 0 || path[c->root_len] != '/')
+        return NULL;
+    return path + c->root_len + 1;
+}
+
+/* The directory holding ``rel`` (resolved inside the rootfs) and its last component. */
+static int parent_in_root(const struct child *c, char *rel, const char **base)
+{
+    char *slash = strrchr(rel, '/');
+    if (!slash) {
+        *base = rel;
+        return fcntl(c->root_fd, F_DUPFD_CLOEXEC, 0);
+    }
+    *slash = 0;
+    int fd = open_in(c->root_fd, rel, O_DIRECTORY);
+    *slash = '/';
+    *base = slash + 1;
+    return fd;
+}
+
+/* mkdir -p of ``rel`` inside the rootfs, each component resolved there (symlinks included). */
+static int make_in_root(const struct child *c, const char *rel, int as_file, mode_t mode)
+{
+    char buf[4096];
+    cstrlcpy(buf, rel, sizeof(buf));
+    size_t n = cstrlen(buf);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0)
+            continue;
+        char saved = buf[i];
+        buf[i] = 0;
+        int fd = open_in(c->root_fd, buf, 0);
+        if (fd >= 0) {
+            close(fd);
+        } else if (errno == ENOENT) {
+            const char *base;
+            int dir = parent_in_root(c, buf, &base);
+            if (dir < 0)
+                return -1;
+            int rc = 0;
+            if (saved == 0 && as_file) {
+                int f = openat(dir, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (f >= 0)
+                    close(f);
+                else if (errno != EEXIST)
+                    rc = -1;
+            } else if (mkdirat(dir, base, mode) < 0 && errno != EEXIST) {
+                rc = -1;
+            }
+            close(dir);
+            if (rc < 0)
+                return -1;
+        } else {
+            return -1;
+        }
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+/* "/proc/self/fd/N": how mount(2) is pointed at a target resolved through an fd. */
+static void fd_path(char *out, int fd)
+{
+    static const char prefix[] = "/proc/self/fd/";
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd);
+    memcpy(out, prefix, sizeof(prefix) - 1);
+    out += sizeof(prefix) - 1;
+    while (n)
+        *out++ = digits[--n];
+    *out = 0;
+}
+
+/* Mount onto ``target``; below the rootfs the target is resolved inside it first, so a
+ * symlink planted in the rootfs cannot send the mount (or the mkdir) onto the host. */
+static void mount_at(struct child *c, const struct record *r, char *scratch)
+{
+    const char *target = r->strs[1];
+    const char *rel = below_root(c, target);
+    int make = (int)r->ints[1], fd = -1;
+    if (rel) {
+        if (make && make_in_root(c, rel, make == 2, 0755) < 0)
+            fail(c, "mkdir", target, errno);
+        fd = open_in(c->root_fd, rel, 0);
+        if (fd < 0)
+            fail(c, "mount", target, errno);
+        fd_path(scratch, fd);
+        target = scratch;
+    } else if (make) {
+        cstrlcpy(scratch, target, 4096);
+        if (make_path(scratch, make == 2, 0755) < 0)
+            fail(c, "mkdir", target, errno);
+    }
+    if (mount(opt(r->strs[0]), target, opt(r->strs[2]), (unsigned long)r->ints[0], opt(r->strs[3])) < 0)
+        fail(c, "mount", r->strs[1], errno);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Run fn on (dir fd, last component) of a path below the rootfs, or (AT_FDCWD, path). */
+static int at_path(const struct child *c, const char *path, char *scratch, int (*fn)(int, const char *, const struct record *),
+                   const struct record *r)
+{
+    const char *rel = below_root(c, path);
+    if (!rel)
+        return fn(AT_FDCWD, path, r);
+    const char *base;
+    cstrlcpy(scratch, rel, 4096);
+    int dir = parent_in_root(c, scratch, &base);
+    if (dir < 0)
+        return -1;
+    int rc = fn(dir, base, r);
+    int err = errno;
+    close(dir);
+    errno = err;
+    return rc;
+}
+
+static int do_mknod(int dir, const char *name, const struct record *r)
+{
+    if (mknodat(dir, name, (mode_t)r->ints[0], makedev(r->ints[1], r->ints[2])) < 0 && errno != EEXIST)
+        return -1;
+    return fchownat(dir, name, (uid_t)r->ints[3], (gid_t)r->ints[4], AT_SYMLINK_NOFOLLOW);
+}
+
+static int do_symlink(int dir, const char *name, const struct record *r)
+{
+    return symlinkat(r->strs[0], dir, name) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int do_unlink(int dir, const char *name, const struct record *r)
+{
+    return unlinkat(dir, name, 0) < 0 && errno != ENOENT ? -1 : 0;
 }
 
 static int remount_ro(const char *path, int bind_first)
@@ -255,8 +413,10 @@ static size_t read_record(const char *plan, size_t len, size_t at, struct record
     memcpy(hdr, plan + at, sizeof(hdr));
     at += sizeof(hdr);
     r->op = hdr[0];
-    r->nint = hdr[1];
-    r->nstr = hdr[2];
+    r->nint = hdr[1] <= AIO_MAX_INTS ? hdr[1] : 0;
+    r->nstr = hdr[2] <= AIO_MAX_STRS ? hdr[2] : 0;
+    if (r->nint != hdr[1] || r->nstr != hdr[2])
+        r->op = 0; /* refused below as an unknown record: Python checks the limits first */
     memcpy(r->ints, plan + at, r->nint * sizeof(int64_t));
     at += r->nint * sizeof(int64_t);
     for (uint32_t i = 0; i < r->nstr; i++) {
@@ -282,41 +442,52 @@ static const char *opt(const char *s)
 static void run_record(struct child *c, struct record *r, char *scratch)
 {
     switch (r->op) {
+    case AIO_OP_ROOTFS:
+        c->root = r->strs[0];
+        c->root_len = cstrlen(c->root);
+        c->root_fd = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (c->root_fd < 0)
+            fail(c, "open rootfs", c->root, errno);
+        break;
     case AIO_OP_MOUNT:
         /* ints: flags, make(0 none, 1 dir, 2 file); strs: source, target, fstype, data */
-        if (r->ints[1]) {
-            cstrlcpy(scratch, r->strs[1], 4096);
-            if (make_path(scratch, r->ints[1] == 2, 0755) < 0)
-                fail(c, "mkdir", r->strs[1], errno);
-        }
-        if (mount(opt(r->strs[0]), r->strs[1], opt(r->strs[2]), (unsigned long)r->ints[0], opt(r->strs[3])) < 0)
-            fail(c, "mount", r->strs[1], errno);
+        mount_at(c, r, scratch);
         break;
-    case AIO_OP_MKDIR:
-        cstrlcpy(scratch, r->strs[0], 4096);
-        if (make_path(scratch, 0, (mode_t)r->ints[0]) < 0)
+    case AIO_OP_MKDIR: {
+        const char *rel = below_root(c, r->strs[0]);
+        int rc;
+        if (rel) {
+            rc = make_in_root(c, rel, 0, (mode_t)r->ints[0]);
+        } else {
+            cstrlcpy(scratch, r->strs[0], 4096);
+            rc = make_path(scratch, 0, (mode_t)r->ints[0]);
+        }
+        if (rc < 0)
             fail(c, "mkdir", r->strs[0], errno);
         break;
+    }
     case AIO_OP_MKNOD:
         /* ints: mode (type|perm), major, minor, uid, gid; strs: path */
-        if (mknod(r->strs[0], (mode_t)r->ints[0], makedev(r->ints[1], r->ints[2])) < 0 && errno != EEXIST)
+        if (at_path(c, r->strs[0], scratch, do_mknod, r) < 0)
             fail(c, "mknod", r->strs[0], errno);
-        if (chown(r->strs[0], (uid_t)r->ints[3], (gid_t)r->ints[4]) < 0)
-            fail(c, "chown", r->strs[0], errno);
         break;
     case AIO_OP_SYMLINK:
-        if (symlink(r->strs[0], r->strs[1]) < 0 && errno != EEXIST)
+        if (at_path(c, r->strs[1], scratch, do_symlink, r) < 0)
             fail(c, "symlink", r->strs[1], errno);
         break;
     case AIO_OP_UNLINK:
-        if (unlink(r->strs[0]) < 0 && errno != ENOENT)
+        if (at_path(c, r->strs[0], scratch, do_unlink, r) < 0)
             fail(c, "unlink", r->strs[0], errno);
         break;
     case AIO_OP_PIVOT_ROOT:
+        close(c->root_fd);
+        c->root_fd = -1;
         if (pivot_into(r->strs[0]) < 0)
             fail(c, "pivot_root", r->strs[0], errno);
         break;
     case AIO_OP_MOVE_ROOT:
+        close(c->root_fd);
+        c->root_fd = -1;
         if (move_into(r->strs[0]) < 0)
             fail(c, "chroot", r->strs[0], errno);
         break;
@@ -368,7 +539,13 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         umask((mode_t)r->ints[0]);
         break;
     case AIO_OP_CHDIR:
-        if (chdir(r->strs[0]) < 0)
+        /* ints: before the user switch (as root: a cwd only the user may enter is retried
+         * after the switch, as runc does) or after it */
+        if (c->cwd_done)
+            break;
+        if (chdir(r->strs[0]) == 0)
+            c->cwd_done = 1;
+        else if (!r->ints[0] || (errno != EACCES && errno != EPERM))
             fail(c, "chdir", r->strs[0], errno);
         break;
     case AIO_OP_WAIT_GO: {
@@ -437,6 +614,7 @@ static void child_main(const struct aio_spawn_args *args)
     memset(&c, 0, sizeof(c));
     c.args = args;
     c.argv = NULL;
+    c.root_fd = -1;
     reset_signals();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     arrange_fds(&c);

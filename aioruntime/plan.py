@@ -77,6 +77,7 @@ RLIMITS: dict[str, int] = {
     "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
     "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
 }
+MAX_STRINGS = 4096  # AIO_MAX_STRS in _clone.h: strings in one record (argv, env)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -111,6 +112,12 @@ class SymlinkStep(NamedTuple):
 
 class UnlinkStep(NamedTuple):
     path: str
+
+
+class RootfsStep(NamedTuple):
+    """From here, host paths below ``rootfs`` are resolved inside it, never through a symlink out."""
+
+    rootfs: str
 
 
 class PivotRootStep(NamedTuple):
@@ -179,6 +186,7 @@ class UmaskStep(NamedTuple):
 
 class ChdirStep(NamedTuple):
     path: str
+    before_user: bool = False  # as root; on EACCES retried by the step after the user switch
 
 
 class WaitGoStep(NamedTuple):
@@ -198,7 +206,7 @@ class ExecStep(NamedTuple):
 
 Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
-    | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
+    | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
     | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
 )
 
@@ -268,7 +276,8 @@ def _mount_steps(i: int, m: Mount, rootfs: str, bundle: str, cgroups: Iterable[C
         if not os.path.exists(source):
             raise ConfigError(f"mounts[{i}].source", f"bind source {source} does not exist")
         make = 1 if os.path.isdir(source) else 2
-        steps.append(MountStep(source, target, "", "", flags & (MS_BIND | MS_REC), make=make))
+        # "type": "bind" alone means a bind mount too, as runc reads it
+        steps.append(MountStep(source, target, "", "", MS_BIND | (flags & MS_REC), make=make))
         rest = flags & ~(MS_BIND | MS_REC)
         if rest:
             steps.append(MountStep("", target, "", "", MS_BIND | MS_REMOUNT | rest | (flags & MS_REC)))
@@ -340,6 +349,7 @@ def build(
         # nothing the container mounts may propagate back to the host
         MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
         MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
+        RootfsStep(rootfs),
     ]
     cgroups = tuple(cgroups)
     for i, m in enumerate(spec.mounts):
@@ -347,10 +357,13 @@ def build(
 
     dev_is_bind = any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts)
     if not dev_is_bind:
-        devices = [(p, DEVICE_TYPES["c"] | 0o666, ma, mi, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
-        for d in linux.devices:
-            mode = DEVICE_TYPES[d.type] | (d.file_mode if d.file_mode is not None else 0o666)
-            devices.append((d.path, mode, d.major, d.minor, d.uid or 0, d.gid or 0))
+        # the config's devices first: they win over a default one at the same path
+        devices = [
+            (d.path, DEVICE_TYPES[d.type] | (d.file_mode if d.file_mode is not None else 0o666),
+             d.major, d.minor, d.uid or 0, d.gid or 0)
+            for d in linux.devices
+        ]
+        devices += [(p, DEVICE_TYPES["c"] | 0o666, ma, mi, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
         seen: set[str] = set()
         for path, mode, major, minor, uid, gid in devices:
             if path in seen:
@@ -384,8 +397,12 @@ def build(
     if proc.no_new_privileges:
         steps.append(NoNewPrivsStep())
     user = proc.user
+    for name, values in (("args", proc.args), ("env", proc.env)):
+        if len(values) > MAX_STRINGS - 2:
+            raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
     if len(user.additional_gids) > 64:
         raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    steps.append(ChdirStep(proc.cwd, before_user=True))
     if proc.capabilities is not None:
         bounding, caps = _capability_steps(proc.capabilities)
         steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
@@ -404,6 +421,9 @@ def build(
     return Plan(tuple(steps), clone_flags, rootfs)
 
 
+_U64 = (1 << 64) - 1
+
+
 def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
     """The wire form read by _clone.c: per step ``u32 op, u32 nint, u32 nstr``, int64s, C strings."""
     out = bytearray()
@@ -412,7 +432,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
         s = [x.encode() for x in strs]
         if any(b"\0" in x for x in s):
             raise ConfigError("", f"a string for {op} contains a NUL byte")
-        out.extend(struct.pack(f"=III{len(ints)}q", codes[op], len(ints), len(s), *ints))
+        # unsigned: RLIM_INFINITY is 2**64-1; the C side reads the same 64 bits
+        out.extend(struct.pack(f"=III{len(ints)}Q", codes[op], len(ints), len(s), *(i & _U64 for i in ints)))
         for x in s:
             out.extend(x + b"\0")
 
@@ -428,6 +449,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("SYMLINK", [], [step.target, step.link])
             case UnlinkStep():
                 rec("UNLINK", [], [step.path])
+            case RootfsStep():
+                rec("ROOTFS", [], [step.rootfs])
             case PivotRootStep():
                 rec("PIVOT_ROOT", [], [step.rootfs])
             case MoveRootStep():
@@ -456,7 +479,7 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
             case UmaskStep():
                 rec("UMASK", [step.mask])
             case ChdirStep():
-                rec("CHDIR", [], [step.path])
+                rec("CHDIR", [int(step.before_user)], [step.path])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare])
             case ExecStep():

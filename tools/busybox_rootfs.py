@@ -72,6 +72,8 @@ def build_rootfs(dest: str | os.PathLike[str]) -> Path:
     except OSError:
         pass
     _check_static(BUSYBOX)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)  # a non-root container user must reach /bin (a tmp dir is 0700)
     for rel, mode in _DIRS.items():
         (root / rel).mkdir(parents=True, exist_ok=True)
         os.chmod(root / rel, mode)

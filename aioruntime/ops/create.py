@@ -70,7 +70,8 @@ class Creation:
         plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot)
         self._dir_fd = self.store.reserve(self.id)
         try:
-            os.mkfifo(self.store.fifo(self.id), 0o622)
+            os.mkfifo(self.store.fifo(self.id))
+            os.chmod(self.store.fifo(self.id), 0o622)  # past the umask: a non-root init opens it
             self.state = State(
                 id=self.id,
                 bundle=self.bundle,
