@@ -163,7 +163,11 @@ class Container:
             raise
         self._spec = creation.spec
         self._watch_exit(creation.pidfd)
-        await self._connect_stdio(parent_fds)
+        try:
+            await self._connect_stdio(parent_fds)
+        except BaseException:
+            self._delete_now()
+            raise
 
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
@@ -234,7 +238,7 @@ class Container:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if os.path.exists(self._store.dir(self.id)):
-            self._delete_now()
+            await self.delete(force=True)  # cancelled meanwhile: it finishes without the loop
 
     # -- exit and stdio --------------------------------------------------------------------
 
@@ -288,18 +292,33 @@ class Container:
         return (child[0], child[1], child[2]), ours, close_after
 
     async def _connect_stdio(self, fds: builtins.list[int | None]) -> None:
+        """Wrap our PIPE ends in streams; on failure or cancellation close every one."""
         loop = asyncio.get_running_loop()
-        if fds[0] is not None:
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(fds[0], "wb", 0)
-            )
-            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        readers: builtins.list[Callable[[asyncio.StreamReader], None]] = [
-            lambda r: setattr(self, "stdout", r),
-            lambda r: setattr(self, "stderr", r),
-        ]
-        for fd, assign in zip(fds[1:], readers):
-            if fd is not None:
-                reader = asyncio.StreamReader()
-                await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
-                assign(reader)
+        files = [os.fdopen(fd, "wb" if i == 0 else "rb", 0) if fd is not None else None for i, fd in enumerate(fds)]
+        transports: builtins.list[asyncio.BaseTransport] = []
+        try:
+            if files[0] is not None:
+                writer, protocol = await loop.connect_write_pipe(_protocol(asyncio.StreamReader()), files[0])
+                transports.append(writer)
+                self.stdin = asyncio.StreamWriter(writer, protocol, None, loop)
+            readers: builtins.list[asyncio.StreamReader | None] = []
+            for f in files[1:]:
+                reader = None
+                if f is not None:
+                    reader = asyncio.StreamReader()
+                    transport, _ = await loop.connect_read_pipe(_protocol(reader), f)
+                    transports.append(transport)
+                readers.append(reader)
+            self.stdout, self.stderr = readers
+        except BaseException:
+            for t in transports:
+                t.close()
+            for f in files:
+                if f is not None:
+                    f.close()
+            self.stdin = None
+            raise
+
+
+def _protocol(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReaderProtocol]:
+    return lambda: asyncio.StreamReaderProtocol(reader)
