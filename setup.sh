@@ -51,6 +51,9 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$inputs" || ! -x .venv/bin/aioruntime ]]
     .venv/bin/python -m pip install -q --config-settings editable_mode=compat -e '.[test]' </dev/null
     echo "$inputs" >"$stamp"
 fi
+# Bytecode for the CLI, whose start-up a container manager pays on every call; written here
+# because PYTHONDONTWRITEBYTECODE may keep Python from caching it by itself.
+.venv/bin/python -m compileall -q aioruntime >/dev/null
 
 # 3a. ./setup.sh test: the whole test suite, then the type check; fails if either does.
 if [[ $mode == test ]]; then

@@ -6,18 +6,24 @@ what each subcommand needs, and never asyncio: waits are a plain ``poll``/``wait
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ..errors import AioRuntimeError, ContainerNotFoundError
 from ..state import DEFAULT_ROOT, Store
+from .args import Command, Flag, Parsed, UsageError, parse, usage
 
-Handler = Callable[[argparse.Namespace, Store], int]
+Handler = Callable[[Parsed, Store], int]
+
+
+def _str(values: Mapping[str, str | bool | None], name: str) -> str:
+    value = values[name]
+    assert isinstance(value, str)
+    return value
 
 
 class Log:
@@ -62,47 +68,52 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def _create(args: argparse.Namespace, store: Store) -> tuple[int, int]:
-    """create a container from the bundle; returns (pid, pidfd of the init)."""
+def _create(p: Parsed, store: Store) -> int:
+    """create a container from the bundle; returns a pidfd on its init (our child)."""
     from ..ops.create import Creation
 
-    creation = Creation(store, args.id, args.bundle, no_pivot=args.no_pivot, preserve_fds=args.preserve_fds)
+    cid, f = _str(p.args, "id"), p.flags
+    preserve = _str(f, "preserve_fds")
+    if not preserve.isdigit():
+        raise UsageError(f"--preserve-fds: expected a number, got {preserve!r}")
+    creation = Creation(store, cid, _str(f, "bundle"), no_pivot=bool(f["no_pivot"]), preserve_fds=int(preserve))
     state = creation.run()
-    if args.pid_file:
+    if isinstance(f["pid_file"], str):
         try:
-            _write_pid_file(args.pid_file, state.pid)
+            _write_pid_file(f["pid_file"], state.pid)
         except OSError:
             from ..ops import lifecycle
 
-            lifecycle.delete(store, args.id, force=True)
+            lifecycle.delete(store, cid, force=True)
             raise
-    return state.pid, creation.pidfd
+    return creation.pidfd
 
 
-def cmd_create(args: argparse.Namespace, store: Store) -> int:
-    _create(args, store)
+def cmd_create(p: Parsed, store: Store) -> int:
+    _create(p, store)
     return 0
 
 
-def cmd_start(args: argparse.Namespace, store: Store) -> int:
+def cmd_start(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
-    lifecycle.start(store, args.id)
+    lifecycle.start(store, _str(p.args, "id"))
     return 0
 
 
-def cmd_run(args: argparse.Namespace, store: Store) -> int:
+def cmd_run(p: Parsed, store: Store) -> int:
     import signal
 
     from ..ops import lifecycle
 
-    pid, pidfd = _create(args, store)
+    cid = _str(p.args, "id")
+    pidfd = _create(p, store)
     try:
-        lifecycle.start(store, args.id)
+        lifecycle.start(store, cid)
     except BaseException:
-        lifecycle.delete(store, args.id, force=True)
+        lifecycle.delete(store, cid, force=True)
         raise
-    if args.detach:
+    if p.flags["detach"]:
         return 0
 
     def forward(signum: int, _frame: object) -> None:
@@ -115,32 +126,33 @@ def cmd_run(args: argparse.Namespace, store: Store) -> int:
         signal.signal(sig, forward)
     info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     assert info is not None
-    if not args.keep:
-        lifecycle.delete(store, args.id, force=True)
+    if not p.flags["keep"]:
+        lifecycle.delete(store, cid, force=True)
     return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
 
 
-def cmd_state(args: argparse.Namespace, store: Store) -> int:
+def cmd_state(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
-    print(json.dumps(lifecycle.oci_state(store, store.load(args.id)), indent=2))
+    print(json.dumps(lifecycle.oci_state(store, store.load(_str(p.args, "id"))), indent=2))
     return 0
 
 
-def cmd_kill(args: argparse.Namespace, store: Store) -> int:
+def cmd_kill(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
-    lifecycle.kill(store, args.id, _signal_number(args.signal), all_processes=args.all)
+    sig = _signal_number(p.args["signal"] or "SIGTERM")
+    lifecycle.kill(store, _str(p.args, "id"), sig, all_processes=bool(p.flags["all"]))
     return 0
 
 
-def cmd_delete(args: argparse.Namespace, store: Store) -> int:
+def cmd_delete(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
     try:
-        lifecycle.delete(store, args.id, force=args.force)
+        lifecycle.delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
     except ContainerNotFoundError:
-        if args.force:
+        if p.flags["force"]:
             return 0
         raise
     return 0
@@ -162,7 +174,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[-1] + "\n" for r in rows)
 
 
-def cmd_list(args: argparse.Namespace, store: Store) -> int:
+def cmd_list(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
     states = []
@@ -173,9 +185,9 @@ def cmd_list(args: argparse.Namespace, store: Store) -> int:
             continue
         st["owner"] = _owner(store.dir(cid))
         states.append(st)
-    if args.quiet:
+    if p.flags["quiet"]:
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
-    elif args.format == "json":
+    elif p.flags["format"] == "json":
         print(json.dumps(states or None, separators=(",", ":")))
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
@@ -184,76 +196,110 @@ def cmd_list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def cmd_spec(args: argparse.Namespace, store: Store) -> int:
+def cmd_spec(p: Parsed, store: Store) -> int:
     from ..spec import default_spec, rootless_spec
 
-    path = os.path.join(args.bundle or ".", "config.json")
+    path = os.path.join(_str(p.flags, "bundle"), "config.json")
     if os.path.exists(path):
         raise AioRuntimeError("File config.json exists. Remove it first.")
     with open(path, "w") as f:
-        json.dump(rootless_spec() if args.rootless else default_spec(), f, indent="\t")
+        json.dump(rootless_spec() if p.flags["rootless"] else default_spec(), f, indent="\t")
     return 0
 
 
-def _flag(p: argparse.ArgumentParser, *names: str, **kw: Any) -> None:
-    """Register a flag under runc's spellings: ``--name`` and Go's single-dash ``-name``."""
-    longs = [n for n in names if n.startswith("--")]
-    p.add_argument(*names, *("-" + n[2:] for n in longs), **kw)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aioruntime", description="An OCI container runtime (runc-compatible).")
-    _flag(p, "--root", default=DEFAULT_ROOT, help="root directory for container state")
-    _flag(p, "--log", default=None, help="write errors to this file")
-    _flag(p, "--log-format", default="text", choices=["text", "json"])
-    _flag(p, "--debug", action="store_true")
-    _flag(p, "--systemd-cgroup", action="store_true", help="accepted; cgroupfs paths are used")
-    _flag(p, "--rootless", default="auto", help="accepted for runc compatibility")
-    _flag(p, "--criu", default="criu", help="path to criu (checkpoint/restore)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help)
-        c.set_defaults(handler=handler)
-        return c
-
-    def creating(c: argparse.ArgumentParser) -> None:
-        c.add_argument("id")
-        _flag(c, "-b", "--bundle", default=".", help="path to the bundle directory")
-        _flag(c, "--pid-file", default=None, help="write the init's pid to this file")
-        _flag(c, "--no-pivot", action="store_true", help="move+chroot instead of pivot_root (ramfs roots)")
-        _flag(c, "--no-new-keyring", action="store_true", help="accepted; no session keyring is made")
-        _flag(c, "--preserve-fds", type=int, default=0, help="pass N fds beyond stdio to the process")
-
-    creating(command("create", cmd_create, "create a container, blocked before the user's process"))
-    command("start", cmd_start, "run the user's process in a created container").add_argument("id")
-    run = command("run", cmd_run, "create and start a container; wait for it unless -d")
-    creating(run)
-    _flag(run, "-d", "--detach", action="store_true")
-    _flag(run, "--keep", action="store_true", help="do not delete the container after it exits")
-    command("state", cmd_state, "print the OCI state of a container").add_argument("id")
-    kill = command("kill", cmd_kill, "send a signal (default SIGTERM) to the init")
-    kill.add_argument("id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM")
-    _flag(kill, "-a", "--all", action="store_true", help="signal every process in the container")
-    delete = command("delete", cmd_delete, "delete a created or stopped container (-f: any)")
-    delete.add_argument("id")
-    _flag(delete, "-f", "--force", action="store_true")
-    ls = command("list", cmd_list, "list containers")
-    _flag(ls, "-q", "--quiet", action="store_true")
-    _flag(ls, "-f", "--format", default="table", choices=["table", "json"])
-    spec = command("spec", cmd_spec, "write a default config.json")
-    _flag(spec, "-b", "--bundle", default=None)
-    _flag(spec, "--rootless", action="store_true")
-    return p
+HELP = Flag(("help", "h"), None, "show help")
+GLOBAL_FLAGS = (
+    Flag(("root",), "DIR", "root directory for container state", DEFAULT_ROOT),
+    Flag(("log",), "FILE", "write errors to this file"),
+    Flag(("log-format",), "text|json", "format of --log lines", "text"),
+    Flag(("debug",), None, "accepted for runc compatibility", False),
+    Flag(("systemd-cgroup",), None, "accepted; cgroupfs paths are used", False),
+    Flag(("rootless",), "auto", "accepted for runc compatibility", "auto"),
+    Flag(("criu",), "PATH", "path to criu (checkpoint/restore)", "criu"),
+    HELP,
+)
+_ID = ("id",)
+_CREATE_FLAGS = (
+    Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
+    Flag(("pid-file",), "FILE", "write the init's pid to this file"),
+    Flag(("no-pivot",), None, "move+chroot instead of pivot_root (ramfs roots)", False),
+    Flag(("no-new-keyring",), None, "accepted; no session keyring is made", False),
+    Flag(("preserve-fds",), "N", "pass N fds beyond stdio to the process", "0"),
+    HELP,
+)
+COMMANDS: dict[str, Command] = {
+    "create": Command("create a container, blocked before the user's process", _CREATE_FLAGS, _ID),
+    "start": Command("run the user's process in a created container", (HELP,), _ID),
+    "run": Command(
+        "create and start a container; wait for it unless -d",
+        _CREATE_FLAGS
+        + (
+            Flag(("detach", "d"), None, "leave the container running and return", False),
+            Flag(("keep",), None, "do not delete the container after it exits", False),
+        ),
+        _ID,
+    ),
+    "state": Command("print the OCI state of a container", (HELP,), _ID),
+    "kill": Command(
+        "send a signal (default SIGTERM) to the init",
+        (Flag(("all", "a"), None, "signal every process in the container", False), HELP),
+        ("id", "signal?"),
+    ),
+    "delete": Command(
+        "delete a created or stopped container (-f: any)",
+        (Flag(("force", "f"), None, "kill and delete a running container", False), HELP),
+        _ID,
+    ),
+    "list": Command(
+        "list containers",
+        (
+            Flag(("quiet", "q"), None, "print only the ids", False),
+            Flag(("format", "f"), "table|json", "output format", "table"),
+            HELP,
+        ),
+        (),
+    ),
+    "spec": Command(
+        "write a default config.json",
+        (
+            Flag(("bundle", "b"), "DIR", "where to write config.json", "."),
+            Flag(("rootless",), None, "a config for an unprivileged user", False),
+            HELP,
+        ),
+        (),
+    ),
+}
+HANDLERS: dict[str, Handler] = {
+    "create": cmd_create,
+    "start": cmd_start,
+    "run": cmd_run,
+    "state": cmd_state,
+    "kill": cmd_kill,
+    "delete": cmd_delete,
+    "list": cmd_list,
+    "spec": cmd_spec,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = parser().parse_args(argv)
-    log = Log(args.log, args.log_format)
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = args.handler(args, Store(args.root))
-    except AioRuntimeError as e:
+        parsed = parse(words, GLOBAL_FLAGS, COMMANDS)
+    except UsageError as e:
+        if "-h" in words or "--help" in words or not words:
+            cmd = next((w for w in words if w in COMMANDS), None)
+            sys.stdout.write(usage("aioruntime", GLOBAL_FLAGS, COMMANDS, cmd))
+            os._exit(0 if words else 1)
+        sys.stderr.write(f"aioruntime: {e}\n(see aioruntime --help)\n")
+        os._exit(1)
+    if parsed.globals["help"] or parsed.flags.get("help"):
+        sys.stdout.write(usage("aioruntime", GLOBAL_FLAGS, COMMANDS, None if parsed.globals["help"] else parsed.command))
+        os._exit(0)
+    g = parsed.globals
+    log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
+    try:
+        code = HANDLERS[parsed.command](parsed, Store(str(g["root"])))
+    except (AioRuntimeError, UsageError) as e:
         log.error(str(e))
         code = 1
     except OSError as e:

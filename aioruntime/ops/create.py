@@ -8,7 +8,6 @@ fifo and the state directory.
 
 from __future__ import annotations
 
-import datetime
 import os
 import signal
 import time
@@ -25,7 +24,7 @@ from ..status import process_start_time
 def now_rfc3339() -> str:
     """UTC with nanoseconds, as runc writes ``created``."""
     ns = time.time_ns()
-    stamp = datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
     return f"{stamp}.{ns % 1_000_000_000:09d}Z"
 
 
