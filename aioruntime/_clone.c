@@ -8,7 +8,7 @@
  *
  * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
  * preserved fds):
- *   parent -> child  'G'          cgroups joined: go on past the WAIT_GO record
+ *   parent -> child  'G'          cgroups made: join them and go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo
  *   child  -> parent struct aio_error   a step failed (then the child exits)
  * EOF instead of 'G' means the parent died: the child exits quietly.
@@ -549,10 +549,17 @@ static void run_record(struct child *c, struct record *r, char *scratch)
             fail(c, "chdir", r->strs[0], errno);
         break;
     case AIO_OP_WAIT_GO: {
-        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP) */
+        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP);
+         * strs: the cgroup.procs files to join */
         char go = 0;
         if (recv(c->sync_fd, &go, 1, 0) != 1 || go != 'G')
             _exit(AIO_EXIT_SETUP_FAILED); /* the parent died or gave up: leave quietly */
+        for (uint32_t i = 0; i < r->nstr; i++) {
+            int fd = open(r->strs[i], O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || write(fd, "0", 1) != 1)
+                fail(c, "join cgroup", r->strs[i], errno);
+            close(fd);
+        }
         if (r->ints[0] && unshare((int)r->ints[0]) < 0)
             fail(c, "unshare", "cgroup namespace", errno);
         break;

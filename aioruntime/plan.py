@@ -190,12 +190,15 @@ class ChdirStep(NamedTuple):
 
 
 class WaitGoStep(NamedTuple):
-    """Wait until the parent has placed the init in its cgroups, then unshare ``unshare``.
+    """Wait for the parent's go (its cgroups exist), join them, then unshare ``unshare``.
 
+    The init joins by itself so that the kernel's wait on the first cgroup migration (an
+    RCU grace period, 10-20 ms) is spent in the init, never on the caller's event loop.
     Placed as late as the plan allows (before the first cgroup mount, else before exec), so
-    the parent makes and joins the cgroups while the init builds the rootfs.
+    the parent makes the cgroups while the init builds the rootfs.
     """
 
+    cgroup_procs: tuple[str, ...] = ()  # the cgroup.procs file of each hierarchy
     unshare: int = 0
 
 
@@ -417,7 +420,7 @@ def build(
         env.append("HOME=" + _home(rootfs, user.uid))
     steps.append(ExecStep(proc.args, tuple(env)))
     go = next((i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS), len(steps) - 1)
-    steps.insert(go, WaitGoStep(unshare_flags))
+    steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
 
 
@@ -481,7 +484,7 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
             case ChdirStep():
                 rec("CHDIR", [int(step.before_user)], [step.path])
             case WaitGoStep():
-                rec("WAIT_GO", [step.unshare])
+                rec("WAIT_GO", [step.unshare], step.cgroup_procs)
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)

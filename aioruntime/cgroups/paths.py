@@ -1,8 +1,8 @@
-"""A container's cgroup: resolve ``linux.cgroupsPath``, create, join, kill, remove.
+"""A container's cgroup: resolve ``linux.cgroupsPath``, create, kill, remove.
 
 Resource limits come with a later manager; this is the part every container needs:
-the init is placed in its cgroup in every mounted hierarchy before it runs anything, and
-delete removes exactly the directories create made.
+the init joins its cgroup in every mounted hierarchy (a step of its plan) before it runs
+anything, and delete removes exactly the directories create made.
 """
 
 from __future__ import annotations
@@ -93,15 +93,6 @@ def create(paths: dict[str, str]) -> list[str]:
     return made
 
 
-def join(paths: dict[str, str], pid: int) -> None:
-    for path in paths.values():
-        try:
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-        except OSError as e:
-            raise CgroupError(f"cannot add pid {pid} to cgroup {path}: {e.strerror}") from e
-
-
 def procs(paths: dict[str, str]) -> list[int]:
     """Host pids in the container's cgroup (and below), read from one hierarchy."""
     for path in paths.values():
@@ -165,4 +156,4 @@ def remove(made: Sequence[str], timeout: float = 2.0) -> None:
                 raise CgroupError(f"cannot remove cgroup {d}: {e.strerror}") from e
 
 
-__all__ = ["Hierarchy", "create", "join", "kill_all", "procs", "remove", "resolve"]
+__all__ = ["Hierarchy", "create", "kill_all", "procs", "remove", "resolve"]

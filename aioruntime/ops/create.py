@@ -80,14 +80,12 @@ class Creation:
                 cgroup_paths=paths,
                 annotations=dict(spec.annotations),
             )
-            # the init builds its rootfs while we make and join its cgroups (it waits for go
-            # before anything that needs them)
+            # the init builds its rootfs while we make its cgroups; at go it joins them
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
             self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
-            cgroups.join(paths, self.init.pid)
             spawn.go(self.init)
         except BaseException:
             self.abort()
