@@ -23,6 +23,8 @@ from .errors import (
 )
 from .status import Status
 
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from .container import DEVNULL, PIPE, Container
 

@@ -28,6 +28,8 @@ S = Status
 ALLOWED: dict[str, frozenset[Status]] = {
     "start": frozenset({S.CREATED}),
     "kill": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
+    # whatever is left in the cgroup, as containerd's shim asks after the init exited
+    "kill all": frozenset(Status),
     # runc deletes a created container without --force: nothing of the user's ran yet
     "delete": frozenset({S.CREATED, S.STOPPED, S.CREATING}),
     "force delete": frozenset(Status),

@@ -35,7 +35,7 @@ class Log:
     def error(self, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            line = json.dumps({"level": "error", "msg": msg, "time": stamp})
+            line = json.dumps({"level": "error", "msg": msg, "time": stamp}, separators=(",", ":"))
         else:
             line = f"time={json.dumps(stamp)} level=error msg={json.dumps(msg)}"
         if self.path:
@@ -134,7 +134,7 @@ def cmd_run(p: Parsed, store: Store) -> int:
 def cmd_state(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
-    print(json.dumps(lifecycle.oci_state(store, store.load(_str(p.args, "id"))), indent=2))
+    sys.stdout.write(json.dumps(lifecycle.oci_state(store, store.load(_str(p.args, "id"))), indent=2))
     return 0
 
 
@@ -216,6 +216,7 @@ GLOBAL_FLAGS = (
     Flag(("systemd-cgroup",), None, "accepted; cgroupfs paths are used", False),
     Flag(("rootless",), "auto", "accepted for runc compatibility", "auto"),
     Flag(("criu",), "PATH", "path to criu (checkpoint/restore)", "criu"),
+    Flag(("version", "v"), None, "print the version", False),
     HELP,
 )
 _ID = ("id",)
@@ -281,20 +282,38 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def _version() -> NoReturn:
+    from .. import __version__
+    from ..ops.lifecycle import OCI_VERSION
+
+    sys.stdout.write(f"aioruntime version {__version__}\nspec: {OCI_VERSION}\n")
+    os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     words = sys.argv[1:] if argv is None else list(argv)
+    if not words:  # as runc: the help, successfully
+        sys.stdout.write(usage("aioruntime", GLOBAL_FLAGS, COMMANDS))
+        os._exit(0)
     try:
         parsed = parse(words, GLOBAL_FLAGS, COMMANDS)
     except UsageError as e:
-        if "-h" in words or "--help" in words or not words:
+        if "-h" in words or "--help" in words:
             cmd = next((w for w in words if w in COMMANDS), None)
             sys.stdout.write(usage("aioruntime", GLOBAL_FLAGS, COMMANDS, cmd))
-            os._exit(0 if words else 1)
+            os._exit(0)
+        if ("-v" in words or "--version" in words) and not e.args[0].startswith("flag"):
+            _version()
         sys.stderr.write(f"aioruntime: {e}\n(see aioruntime --help)\n")
-        os._exit(1)
+        os._exit(3 if e.args[0].startswith("no such command") else 1)  # runc's codes
     if parsed.globals["help"] or parsed.flags.get("help"):
         sys.stdout.write(usage("aioruntime", GLOBAL_FLAGS, COMMANDS, None if parsed.globals["help"] else parsed.command))
         os._exit(0)
+    if parsed.globals["version"]:
+        _version()
+    if parsed.globals["log_format"] not in ("text", "json"):
+        sys.stderr.write(f"aioruntime: invalid log-format: {parsed.globals['log_format']}\n")
+        os._exit(1)
     g = parsed.globals
     log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
     try:

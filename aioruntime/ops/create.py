@@ -22,10 +22,11 @@ from ..status import process_start_time
 
 
 def now_rfc3339() -> str:
-    """UTC with nanoseconds, as runc writes ``created``."""
+    """UTC with nanoseconds, trailing zeros dropped: Go's RFC3339Nano, as runc writes ``created``."""
     ns = time.time_ns()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
-    return f"{stamp}.{ns % 1_000_000_000:09d}Z"
+    fraction = f"{ns % 1_000_000_000:09d}".rstrip("0")
+    return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
 
 def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:

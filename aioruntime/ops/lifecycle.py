@@ -82,7 +82,7 @@ def kill(store: Store, container_id: str, sig: int, *, all_processes: bool = Fal
     """Send ``sig`` to the init (through a pidfd: never a recycled pid), or to every process."""
     with store.lock(container_id):
         state = store.load(container_id)
-        require(container_id, "kill", status_of(store, state))
+        require(container_id, "kill all" if all_processes else "kill", status_of(store, state))
         if all_processes:
             for pid in cgroups.procs(state.cgroup_paths):
                 try:
