@@ -47,6 +47,7 @@ struct child {
     const char *root; /* the rootfs (ROOTFS record): paths below it never resolve outside it */
     size_t root_len;
     int root_fd;
+    int slash_fd; /* "/" of the host, for paths outside the rootfs */
     int cwd_done;
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
@@ -93,29 +94,6 @@ static void fail(struct child *c, const char *step, const char *path, int err)
     _exit(AIO_EXIT_SETUP_FAILED);
 }
 
-/* mkdir -p; the last component is a file when as_file is set. */
-static int make_path(char *buf, int as_file, mode_t mode)
-{
-    size_t n = cstrlen(buf);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != 0)
-            continue;
-        char saved = buf[i];
-        buf[i] = 0;
-        if (saved == 0 && as_file) {
-            int fd = open(buf, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
-            if (fd < 0 && errno != EEXIST && errno != ELOOP && errno != EISDIR)
-                return -1;
-            if (fd >= 0)
-                close(fd);
-        } else if (mkdir(buf, mode) < 0 && errno != EEXIST) {
-            return -1;
-        }
-        buf[i] = saved;
-    }
-    return 0;
-}
-
 static int open_in(int dirfd, const char *path, uint64_t flags)
 {
     struct open_how how;
@@ -125,31 +103,38 @@ static int open_in(int dirfd, const char *path, uint64_t flags)
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
 
-/* The part of a host path below the rootfs, or NULL when it is not below it. */
-static const char *below_root(const struct child *c, const char *path)
+/* Where to resolve a host path: below the rootfs, inside it (never through a symlink out of
+ * it); elsewhere from "/". Returns the directory fd and sets *rel to the path relative to it. */
+static int base_of(struct child *c, const char *path, const char **rel)
 {
-    if (c->root_fd < 0 || strncmp(path, c->root, c->root_len) != 0 || path[c->root_len] != '/')
-        return NULL;
-    return path + c->root_len + 1;
+    if (c->root_fd >= 0 && strncmp(path, c->root, c->root_len) == 0 && path[c->root_len] == '/') {
+        *rel = path + c->root_len + 1;
+        return c->root_fd;
+    }
+    if (c->slash_fd < 0)
+        c->slash_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    *rel = path + (path[0] == '/');
+    return c->slash_fd;
 }
 
-/* The directory holding ``rel`` (resolved inside the rootfs) and its last component. */
-static int parent_in_root(const struct child *c, char *rel, const char **base)
+/* The directory holding ``rel`` (resolved below ``base``) and its last component. */
+static int parent_in(int base, char *rel, const char **name)
 {
     char *slash = strrchr(rel, '/');
     if (!slash) {
-        *base = rel;
-        return fcntl(c->root_fd, F_DUPFD_CLOEXEC, 0);
+        *name = rel;
+        return fcntl(base, F_DUPFD_CLOEXEC, 0);
     }
     *slash = 0;
-    int fd = open_in(c->root_fd, rel, O_DIRECTORY);
+    int fd = open_in(base, rel, O_DIRECTORY);
     *slash = '/';
-    *base = slash + 1;
+    *name = slash + 1;
     return fd;
 }
 
-/* mkdir -p of ``rel`` inside the rootfs, each component resolved there (symlinks included). */
-static int make_in_root(const struct child *c, const char *rel, int as_file, mode_t mode)
+/* mkdir -p of ``rel`` below ``base``, each component resolved there (symlinks included);
+ * the last component is a file when as_file is set. */
+static int make_in(int base, const char *rel, int as_file, mode_t mode)
 {
     char buf[4096];
     cstrlcpy(buf, rel, sizeof(buf));
@@ -159,22 +144,22 @@ static int make_in_root(const struct child *c, const char *rel, int as_file, mod
             continue;
         char saved = buf[i];
         buf[i] = 0;
-        int fd = open_in(c->root_fd, buf, 0);
+        int fd = open_in(base, buf, 0);
         if (fd >= 0) {
             close(fd);
         } else if (errno == ENOENT) {
-            const char *base;
-            int dir = parent_in_root(c, buf, &base);
+            const char *name;
+            int dir = parent_in(base, buf, &name);
             if (dir < 0)
                 return -1;
             int rc = 0;
             if (saved == 0 && as_file) {
-                int f = openat(dir, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                int f = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
                 if (f >= 0)
                     close(f);
                 else if (errno != EEXIST)
                     rc = -1;
-            } else if (mkdirat(dir, base, mode) < 0 && errno != EEXIST) {
+            } else if (mkdirat(dir, name, mode) < 0 && errno != EEXIST) {
                 rc = -1;
             }
             close(dir);
@@ -205,45 +190,34 @@ static void fd_path(char *out, int fd)
     *out = 0;
 }
 
-/* Mount onto ``target``; below the rootfs the target is resolved inside it first, so a
- * symlink planted in the rootfs cannot send the mount (or the mkdir) onto the host. */
+/* Mount onto ``target``, resolved (and made) through base_of(): a symlink planted in the
+ * rootfs cannot send the mount, or the mkdir before it, onto the host. */
 static void mount_at(struct child *c, const struct record *r, char *scratch)
 {
-    const char *target = r->strs[1];
-    const char *rel = below_root(c, target);
-    int make = (int)r->ints[1], fd = -1;
-    if (rel) {
-        if (make && make_in_root(c, rel, make == 2, 0755) < 0)
-            fail(c, "mkdir", target, errno);
-        fd = open_in(c->root_fd, rel, 0);
-        if (fd < 0)
-            fail(c, "mount", target, errno);
-        fd_path(scratch, fd);
-        target = scratch;
-    } else if (make) {
-        cstrlcpy(scratch, target, 4096);
-        if (make_path(scratch, make == 2, 0755) < 0)
-            fail(c, "mkdir", target, errno);
-    }
-    if (mount(opt(r->strs[0]), target, opt(r->strs[2]), (unsigned long)r->ints[0], opt(r->strs[3])) < 0)
+    const char *rel;
+    int base = base_of(c, r->strs[1], &rel), make = (int)r->ints[1];
+    if (make && make_in(base, rel, make == 2, 0755) < 0)
+        fail(c, "mkdir", r->strs[1], errno);
+    int fd = rel[0] ? open_in(base, rel, 0) : fcntl(base, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
         fail(c, "mount", r->strs[1], errno);
-    if (fd >= 0)
-        close(fd);
+    fd_path(scratch, fd);
+    if (mount(opt(r->strs[0]), scratch, opt(r->strs[2]), (unsigned long)r->ints[0], opt(r->strs[3])) < 0)
+        fail(c, "mount", r->strs[1], errno);
+    close(fd);
 }
 
-/* Run fn on (dir fd, last component) of a path below the rootfs, or (AT_FDCWD, path). */
-static int at_path(const struct child *c, const char *path, char *scratch, int (*fn)(int, const char *, const struct record *),
+/* Run fn on (directory fd, last component) of a path, resolved through base_of(). */
+static int at_path(struct child *c, const char *path, char *scratch, int (*fn)(int, const char *, const struct record *),
                    const struct record *r)
 {
-    const char *rel = below_root(c, path);
-    if (!rel)
-        return fn(AT_FDCWD, path, r);
-    const char *base;
+    const char *rel, *name;
+    int base = base_of(c, path, &rel);
     cstrlcpy(scratch, rel, 4096);
-    int dir = parent_in_root(c, scratch, &base);
+    int dir = parent_in(base, scratch, &name);
     if (dir < 0)
         return -1;
-    int rc = fn(dir, base, r);
+    int rc = fn(dir, name, r);
     int err = errno;
     close(dir);
     errno = err;
@@ -454,15 +428,9 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         mount_at(c, r, scratch);
         break;
     case AIO_OP_MKDIR: {
-        const char *rel = below_root(c, r->strs[0]);
-        int rc;
-        if (rel) {
-            rc = make_in_root(c, rel, 0, (mode_t)r->ints[0]);
-        } else {
-            cstrlcpy(scratch, r->strs[0], 4096);
-            rc = make_path(scratch, 0, (mode_t)r->ints[0]);
-        }
-        if (rc < 0)
+        const char *rel;
+        int base = base_of(c, r->strs[0], &rel);
+        if (make_in(base, rel, 0, (mode_t)r->ints[0]) < 0)
             fail(c, "mkdir", r->strs[0], errno);
         break;
     }
@@ -481,13 +449,15 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         break;
     case AIO_OP_PIVOT_ROOT:
         close(c->root_fd);
-        c->root_fd = -1;
+        close(c->slash_fd);
+        c->root_fd = c->slash_fd = -1;
         if (pivot_into(r->strs[0]) < 0)
             fail(c, "pivot_root", r->strs[0], errno);
         break;
     case AIO_OP_MOVE_ROOT:
         close(c->root_fd);
-        c->root_fd = -1;
+        close(c->slash_fd);
+        c->root_fd = c->slash_fd = -1;
         if (move_into(r->strs[0]) < 0)
             fail(c, "chroot", r->strs[0], errno);
         break;
@@ -622,6 +592,7 @@ static void child_main(const struct aio_spawn_args *args)
     c.args = args;
     c.argv = NULL;
     c.root_fd = -1;
+    c.slash_fd = -1;
     reset_signals();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     arrange_fds(&c);
