@@ -69,3 +69,12 @@ class SpawnError(AioRuntimeError):
 
 class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
+
+
+class ResourceError(CgroupError):
+    """A resource limit the kernel lacks or refused; ``field`` is its JSON path
+    (``linux.resources.memory.limit``). Nothing of the request was left applied."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")

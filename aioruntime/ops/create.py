@@ -15,8 +15,12 @@ import time
 from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
+from ..cgroups import resources as cgroup_resources
+from ..cgroups.devices import OPEN
 from ..cgroups.mounts import hierarchies
+from ..cgroups.placement import locate
 from ..spec import Spec, load
+from ..spec.resources import Resources
 from ..state import State, Store, check_id
 from ..status import process_start_time
 
@@ -37,6 +41,15 @@ def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
             fstype = "cgroup2" if h.version == 2 else "cgroup"
             out.append(planning.CgroupMount(h.name, paths[h.mountpoint], fstype, ",".join(h.controllers)))
     return out
+
+
+def _limit(spec: Spec, paths: dict[str, str]) -> None:
+    """Apply ``linux.resources`` to the new cgroups, before the init joins them."""
+    resources = spec.linux.resources or Resources()
+    cg = locate(paths)
+    new = cgroup_resources.device_state(resources.devices, (d.path for d in spec.linux.devices))
+    devices = cgroup_resources.plan_devices(OPEN, new, cg)
+    cgroup_resources.apply(resources, resources, cg, devices, new_cgroup=True)
 
 
 class Creation:
@@ -63,7 +76,7 @@ class Creation:
         self._dir_fd = -1
 
     def begin(self) -> int:
-        """Validate, reserve the id, make cgroups and spawn the init; return the fd to wait on."""
+        """Validate, reserve the id, make and limit the cgroups, spawn the init; return the fd to wait on."""
         spec = self.spec or load(self.bundle)
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
@@ -86,6 +99,7 @@ class Creation:
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
             self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
+            _limit(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
             spawn.go(self.init)
         except BaseException:
