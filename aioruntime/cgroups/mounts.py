@@ -99,7 +99,10 @@ def unified() -> Hierarchy | None:
 @functools.cache
 def controllers() -> dict[str, Place]:
     """Each available controller and where it is: the v1 hierarchy that holds it, else the
-    unified hierarchy when that offers it. This covers pure v1, pure v2 and hybrid layouts."""
+    unified hierarchy when its top delegates it to the cgroups below. This covers pure v1,
+    pure v2 and hybrid layouts. A controller the top of the unified hierarchy only offers
+    (cgroup.controllers) is left alone: enabling it there would change every cgroup of the
+    host, which is the administrator's decision, not a container's."""
     places: dict[str, Place] = {}
     for h in hierarchies():
         for c in h.controllers:
@@ -108,7 +111,7 @@ def controllers() -> dict[str, Place]:
     v2 = unified()
     if v2 is not None:
         try:
-            with open(f"{v2.mountpoint}/cgroup.controllers") as f:
+            with open(f"{v2.mountpoint}/cgroup.subtree_control") as f:
                 offered = set(f.read().split())
         except OSError:
             offered = set()

@@ -77,15 +77,16 @@ def _mkdirs(path: str, top: str, made: list[str]) -> None:
 
 
 def _enable_v2_controllers(mountpoint: str, path: str) -> None:
-    """Enable the controllers placed on cgroup2 in each cgroup from the mount's top down
-    to ``path``'s parent, as runc does: a cgroup2 controller acts on a cgroup only when
-    its parent delegates it (``cgroup.subtree_control``)."""
+    """Enable the controllers placed on cgroup2 in each cgroup below the mount's top down
+    to ``path``'s parent: a cgroup2 controller acts on a cgroup only when its parent
+    delegates it (``cgroup.subtree_control``). The top's delegation is left as it is."""
     wanted = {V2_NAMES.get(c, c) for c, p in controllers().items() if p.version == 2 and c not in V2_BUILTIN}
-    if not wanted:
+    rel = posixpath.relpath(posixpath.dirname(path), mountpoint)
+    if not wanted or rel == ".":
         return
     d = mountpoint
-    for part in [""] + posixpath.relpath(posixpath.dirname(path), mountpoint).split("/"):
-        d = posixpath.join(d, part) if part not in ("", ".") else d
+    for part in rel.split("/"):
+        d = posixpath.join(d, part)
         with open(posixpath.join(d, "cgroup.controllers")) as f:
             offered = set(f.read().split())
         with open(posixpath.join(d, "cgroup.subtree_control")) as f:
