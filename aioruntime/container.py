@@ -167,6 +167,8 @@ class Container:
             creation.abort()
             for f in close_after + [f for f in parent_fds if f is not None]:
                 os.close(f)
+            if self._hub is not None:
+                self._hub.end()
             raise
         self._spec = creation.spec
         self._watch_exit(creation.pidfd)

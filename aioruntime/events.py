@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .cgroups.notify import IN_ATTRIB, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, Inotify, OomWatch
+from .cgroups.notify import IN_ATTRIB, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_MOVED_TO, Inotify, OomWatch
 from .cgroups.placement import locate
 from .errors import ContainerNotFoundError
 from .ops import lifecycle
-from .state import Store
+from .state import State, Store
 from .status import Status, process_start_time
 
 
@@ -69,6 +69,7 @@ class Deleted(NamedTuple):
 Event = Created | Started | Paused | Resumed | OOM | Exited | Deleted
 
 _CHANGES: dict[tuple[Status, Status], Callable[[str, float], Event]] = {
+    (Status.CREATING, Status.CREATED): Created,
     (Status.CREATED, Status.RUNNING): Started,
     (Status.CREATED, Status.PAUSED): Paused,
     (Status.RUNNING, Status.PAUSED): Paused,
@@ -80,9 +81,10 @@ _CHANGES: dict[tuple[Status, Status], Callable[[str, float], Event]] = {
 class Hub:
     """The event source of one container in this process.
 
-    Watches are opened when the first subscriber arrives and all closed when the last
-    leaves; ``own_exit`` says the ``Container`` reaps the init itself and reports its exit
-    through ``exited`` (the loop allows one reader per fd, and the pidfd is its).
+    Watches are opened when the first subscriber arrives (or, subscribed before ``create``,
+    when the container exists) and all closed when the last leaves. ``own_exit`` says the
+    ``Container`` reaps the init itself and reports its exit through ``exited`` (the loop
+    allows one reader per fd, and the pidfd is its).
     """
 
     def __init__(self, store: Store, container_id: str, own_exit: Callable[[], bool]) -> None:
@@ -92,21 +94,26 @@ class Hub:
         self._queues: list[asyncio.Queue[Event | None]] = []
         self._fds: list[int] = []
         self._closers: list[Callable[[], None]] = []
+        self._watching_dir = False
+        self._watching_process = False
         self._last: Status | None = None
         self._exited = False
-        self._deleted = False
+        self._ended = False
 
     # -- subscribers -------------------------------------------------------------------------
 
     def subscribe(self) -> asyncio.Queue[Event | None]:
         q: asyncio.Queue[Event | None] = asyncio.Queue()
+        if self._ended:
+            q.put_nowait(None)
+            return q
         self._queues.append(q)
-        if len(self._queues) == 1 and os.path.isdir(self.store.dir(self.id)):
-            self.watch()
+        self.watch()
         return q
 
     def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
-        self._queues.remove(q)
+        if q in self._queues:
+            self._queues.remove(q)
         if not self._queues:
             self.unwatch()
 
@@ -114,21 +121,25 @@ class Hub:
         for q in self._queues:
             q.put_nowait(event)
 
-    # -- what the Container reports ------------------------------------------------------------
+    # -- what the Container reports, and what the watches see ---------------------------------
 
     def created(self) -> None:
-        if self._queues:
+        if self._queues and self._last in (None, Status.CREATING):
             self.publish(Created(self.id, time.time()))
-            self.watch()
+            self._last = Status.CREATED
+        self.watch()
 
     def refresh(self) -> None:
         """Read the status again and publish what changed since the last look."""
-        if not self._queues or self._deleted:
+        if not self._queues or self._ended:
             return
         try:
-            status = lifecycle.status_of(self.store, self.store.load(self.id))
+            state = self.store.load(self.id)
         except ContainerNotFoundError:
-            return self.deleted()
+            return  # being created (no state yet) or deleted (the directory watch says so)
+        if state.pid and not self._watching_process:
+            self._watch_process(state)
+        status = lifecycle.status_of(self.store, state)
         if status is Status.PAUSING:
             return  # not frozen yet: Paused follows when it is
         change = _CHANGES.get((self._last, status)) if self._last else None
@@ -146,47 +157,55 @@ class Hub:
         self.publish(Exited(self.id, time.time(), status))
 
     def deleted(self) -> None:
-        if self._deleted:
+        if self._ended:
             return
-        self._deleted = True
-        if not self._exited and self._last not in (None, Status.CREATED):
+        if not self._exited and self._last not in (None, Status.CREATING, Status.CREATED):
             self.exited(None)
         self.publish(Deleted(self.id, time.time()))
+        self.end()
+
+    def end(self) -> None:
+        """End every subscriber's stream (after Deleted, or a create that failed)."""
+        self._ended = True
         for q in self._queues:
-            q.put_nowait(None)  # the end of every subscriber's stream
+            q.put_nowait(None)
         self.unwatch()
 
     # -- watches --------------------------------------------------------------------------------
 
     def watch(self) -> None:
-        if self._fds or self._deleted:
+        """Watch the state directory (once it exists), then look at the status."""
+        if self._ended or not self._queues:
             return
-        loop = asyncio.get_running_loop()
-        try:
-            state = self.store.load(self.id)
-        except ContainerNotFoundError:
-            return self.deleted()
-        try:
-            self._last = lifecycle.status_of(self.store, state)
+        if not self._watching_dir:
             directory = Inotify()
-            self._add(loop, directory.fd, directory.close, lambda: self._on_directory(directory))
-            directory.watch(self.store.dir(self.id), IN_ATTRIB | IN_DELETE | IN_DELETE_SELF)
-            cg = locate(state.cgroup_paths)
-            if "memory" in cg.dirs:
-                oom = OomWatch(cg)
-                self._add(loop, oom.fd, oom.close, lambda: self._on_oom(oom))
-            if not self._own_exit() and self._last is not Status.STOPPED:
-                pidfd = _pidfd(state.pid, state.pid_start)
-                if pidfd is not None:
-                    self._add(loop, pidfd, lambda: os.close(pidfd), lambda: self._on_exit(loop, pidfd))
-        except BaseException:
-            self.unwatch()
-            raise
+            try:
+                directory.watch(self.store.dir(self.id), IN_ATTRIB | IN_DELETE | IN_DELETE_SELF | IN_MOVED_TO)
+            except FileNotFoundError:
+                directory.close()
+                return  # not created yet: created() comes back here
+            self._add(directory.fd, directory.close, lambda: self._on_directory(directory))
+            self._watching_dir = True
         self.refresh()
 
-    def _add(self, loop: asyncio.AbstractEventLoop, fd: int, close: Callable[[], None], ready: Callable[[], None]) -> None:
+    def _watch_process(self, state: State) -> None:
+        """The OOM notifications of its memory cgroup and, unless the Container reaps the
+        init, a pidfd on it."""
+        self._watching_process = True
+        cg = locate(state.cgroup_paths)
+        if "memory" in cg.dirs:
+            oom = OomWatch(cg)
+            self._add(oom.fd, oom.close, lambda: self._on_oom(oom))
+        if not self._own_exit():
+            pidfd = _pidfd(state.pid, state.pid_start)
+            if pidfd is not None:
+                self._add(pidfd, lambda: os.close(pidfd), lambda: self._on_exit(pidfd))
+            elif not self._exited:
+                self._last = None  # gone before we looked: no Exited to report
+
+    def _add(self, fd: int, close: Callable[[], None], ready: Callable[[], None]) -> None:
         self._closers.append(close)
-        loop.add_reader(fd, ready)
+        asyncio.get_running_loop().add_reader(fd, ready)
         self._fds.append(fd)
 
     def unwatch(self) -> None:
@@ -197,6 +216,7 @@ class Hub:
             close()
         self._fds.clear()
         self._closers.clear()
+        self._watching_dir = self._watching_process = False
 
     def _on_directory(self, directory: Inotify) -> None:
         events = directory.read()
@@ -206,14 +226,13 @@ class Hub:
             self.refresh()
 
     def _on_oom(self, oom: OomWatch) -> None:
-        n = oom.read()
-        for _ in range(n):
+        for _ in range(oom.read()):
             self.publish(OOM(self.id, time.time()))
         if oom.gone:
             asyncio.get_running_loop().remove_reader(oom.fd)
 
-    def _on_exit(self, loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
-        loop.remove_reader(pidfd)
+    def _on_exit(self, pidfd: int) -> None:
+        asyncio.get_running_loop().remove_reader(pidfd)
         self.exited(None)
 
 

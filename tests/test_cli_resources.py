@@ -3,9 +3,11 @@ same bundle: the same cgroup files written, the same JSON shapes, words and exit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,24 @@ def files(cgroups_path: str) -> dict[tuple[str, str], str]:
     return {(h, name): (dirs[h] / name).read_text().strip() for h, name in UPDATED_FILES}
 
 
+@contextlib.contextmanager
+def twins(state_root: Path, bundle: Path, cid: str, reaper: Reaper, tmp_path: Path, *, start: bool) -> Iterator[Path]:
+    """The bundle's container made by aioruntime (under ``state_root``) and by runc (under
+    the root yielded), started or only created; both force-deleted at the end."""
+    runc_bundle = copy_bundle(bundle, tmp_path / "runc-bundle", cgroups_path_of(bundle) + "-runc")
+    runc_root = tmp_path / "runc-root"
+    pid = create(state_root, bundle, cid, reaper)
+    try:
+        if start:
+            ok(cli(state_root, "start", cid))
+        ok(runc(runc_root, "run" if start else "create", *(["-d"] if start else []), "-b", str(runc_bundle), cid))
+        yield runc_root
+    finally:
+        runc(runc_root, "delete", "-f", cid)
+        force_delete(state_root, cid, reaper, pid)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(bundle), pid=pid)
+
+
 def shape(value: Any) -> Any:
     """A JSON value with every leaf replaced by its type: what two stats documents share."""
     if isinstance(value, dict):
@@ -58,11 +78,7 @@ def shape(value: Any) -> Any:
 def test_update_writes_what_runc_writes(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper,
                                         tmp_path: Path, how: str) -> None:
     b = bundle(SLEEP)
-    rb = copy_bundle(b, tmp_path / "runc-bundle", cgroups_path_of(b) + "-runc")
-    runc_root = tmp_path / "runc-root"
-    pid = create(state_root, b, cid, reaper)
-    ok(runc(runc_root, "create", "-b", str(rb), cid))
-    try:
+    with twins(state_root, b, cid, reaper, tmp_path, start=False) as runc_root:
         if how == "flags":
             ok(cli(state_root, "update", *UPDATE_FLAGS, cid))
             ok(runc(runc_root, "update", *UPDATE_FLAGS, cid))
@@ -77,9 +93,6 @@ def test_update_writes_what_runc_writes(state_root: Path, bundle: BundleFactory,
         assert ours == UPDATED_FILES
         assert ours == files(cgroups_path_of(b) + "-runc")
         assert state_of(state_root, cid)["status"] == "created"
-    finally:
-        runc(runc_root, "delete", "-f", cid)
-        force_delete(state_root, cid, reaper, pid)
 
 
 @needs_runc
@@ -97,20 +110,13 @@ def test_update_with_an_invalid_value_fails_like_runc_and_changes_nothing(
     flags: list[str], runc_words: str, our_words: str | None,
 ) -> None:
     b = bundle(SLEEP, linux={"resources": {"cpu": {"shares": 700}}})
-    rb = copy_bundle(b, tmp_path / "runc-bundle", cgroups_path_of(b) + "-runc")
-    runc_root = tmp_path / "runc-root"
-    pid = create(state_root, b, cid, reaper)
-    ok(runc(runc_root, "create", "-b", str(rb), cid))
-    try:
+    with twins(state_root, b, cid, reaper, tmp_path, start=False) as runc_root:
         ours, theirs = cli(state_root, "update", "--memory", "96m", *flags, cid), runc(runc_root, "update", *flags, cid)
         assert ours.returncode == theirs.returncode == 1
         assert runc_words in error_text(theirs.stderr)
         assert (our_words or runc_words) in error_text(ours.stderr)
         assert files(cgroups_path_of(b))[("cpu", "cpu.shares")] == "700"  # nothing half-applied
         assert int(files(cgroups_path_of(b))[("memory", "memory.limit_in_bytes")]) > 1 << 40
-    finally:
-        runc(runc_root, "delete", "-f", cid)
-        force_delete(state_root, cid, reaper, pid)
 
 
 def test_update_resources_file_errors_name_the_field(state_root: Path, bundle: BundleFactory, cid: str,
@@ -137,13 +143,7 @@ def test_update_resources_file_errors_name_the_field(state_root: Path, bundle: B
 @needs_runc
 def test_pause_resume_and_their_refusals_as_runc(state_root: Path, bundle: BundleFactory, cid: str,
                                                  reaper: Reaper, tmp_path: Path) -> None:
-    b = bundle(SLEEP)
-    rb = copy_bundle(b, tmp_path / "runc-bundle", cgroups_path_of(b) + "-runc")
-    runc_root = tmp_path / "runc-root"
-    pid = create(state_root, b, cid, reaper)
-    ok(cli(state_root, "start", cid))
-    ok(runc(runc_root, "run", "-d", "-b", str(rb), cid))
-    try:
+    with twins(state_root, bundle(SLEEP), cid, reaper, tmp_path, start=True) as runc_root:
         for args in (["pause"], ["pause"], ["delete"], ["resume"], ["resume"]):
             ours, theirs = cli(state_root, *args, cid), runc(runc_root, *args, cid)
             assert ours.returncode == theirs.returncode, (args, ours.stderr, theirs.stderr)
@@ -151,10 +151,6 @@ def test_pause_resume_and_their_refusals_as_runc(state_root: Path, bundle: Bundl
                 assert error_text(ours.stderr) == error_text(theirs.stderr), args
             assert state_of(state_root, cid)["status"] == json.loads(runc(runc_root, "state", cid).stdout)["status"]
         assert state_of(state_root, cid)["status"] == "running"
-    finally:
-        runc(runc_root, "delete", "-f", cid)
-        force_delete(state_root, cid, reaper, pid)
-    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
 
 
 def test_delete_force_of_a_paused_container(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper) -> None:
@@ -176,12 +172,7 @@ def test_delete_force_of_a_paused_container(state_root: Path, bundle: BundleFact
 def test_events_stats_has_runcs_shape(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper,
                                       tmp_path: Path) -> None:
     b = bundle(SLEEP, linux={"resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 30}}})
-    rb = copy_bundle(b, tmp_path / "runc-bundle", cgroups_path_of(b) + "-runc")
-    runc_root = tmp_path / "runc-root"
-    pid = create(state_root, b, cid, reaper)
-    ok(cli(state_root, "start", cid))
-    ok(runc(runc_root, "run", "-d", "-b", str(rb), cid))
-    try:
+    with twins(state_root, b, cid, reaper, tmp_path, start=True) as runc_root:
         ours_text, theirs_text = ok(cli(state_root, "events", "--stats", cid)).stdout, ok(runc(runc_root, "events", "--stats", cid)).stdout
         assert ours_text.count("\n") == theirs_text.count("\n") == 1
         ours, theirs = json.loads(ours_text), json.loads(theirs_text)
@@ -192,9 +183,6 @@ def test_events_stats_has_runcs_shape(state_root: Path, bundle: BundleFactory, c
         assert list(ours["data"]["memory"]["raw"]) == list(theirs["data"]["memory"]["raw"])
         assert ours["data"]["pids"] == theirs["data"]["pids"] == {"current": 1, "limit": 30}
         assert ours["data"]["memory"]["usage"]["limit"] == 64 << 20
-    finally:
-        runc(runc_root, "delete", "-f", cid)
-        force_delete(state_root, cid, reaper, pid)
 
 
 def test_events_streams_stats_and_oom_until_the_container_is_deleted(

@@ -300,3 +300,39 @@ async def test_events_of_a_container_driven_by_another_process(
         await events.aclose()
         if (state_root / cid).exists():
             await c.delete(force=True)
+
+
+async def test_cgroup2_freeze_is_awaited_on_cgroup_events(cgroup_parent: str, cid: str) -> None:
+    """The v2 freezer on this machine's unified hierarchy as it is (cgroup.freeze is a core
+    file): the freeze's fd becomes readable when cgroup.events says frozen."""
+    from aioruntime.cgroups import freezer
+    from aioruntime.cgroups.placement import Cgroup
+    from aioruntime.status import Freezer
+
+    d = Path("/sys/fs/cgroup/unified") / cgroup_parent / cid
+    d.mkdir(parents=True)
+    proc = subprocess.Popen(["sh", "-c", f"echo $$ > {d}/cgroup.procs; exec sleep 100"])
+    try:
+        while str(proc.pid) not in (d / "cgroup.procs").read_text().split():
+            await asyncio.sleep(0.001)
+        cg = Cgroup({"freezer": str(d)}, {"freezer": 2}, str(d))
+        f = freezer.Freeze(cg)
+        try:
+            assert f.fd >= 0
+            loop = asyncio.get_running_loop()
+            while not f.done():
+                readable = loop.create_future()
+                loop.add_reader(f.fd, lambda: readable.done() or readable.set_result(None))
+                try:
+                    await asyncio.wait_for(readable, 5)
+                finally:
+                    loop.remove_reader(f.fd)
+        finally:
+            f.close()
+        assert freezer.state(cg) is Freezer.FROZEN and "frozen 1" in (d / "cgroup.events").read_text()
+        freezer.thaw(cg)
+        assert freezer.state(cg) is Freezer.THAWED
+    finally:
+        proc.kill()
+        proc.wait()
+        d.rmdir()

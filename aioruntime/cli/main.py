@@ -229,7 +229,7 @@ def _integer(flag: str, text: str, unsigned: bool) -> int:
 def _update_document(f: Mapping[str, str | bool | None]) -> dict[str, Any]:
     """``runc update``'s single-value flags as a resources document (unset flags left out)."""
     doc: dict[str, dict[str, Any]] = {"memory": {}, "cpu": {}, "blockIO": {}, "pids": {}}
-    for flag, section, key, parse in (
+    for flag, section, key, convert in (
         ("memory", "memory", "limit", _ram_bytes),
         ("memory_swap", "memory", "swap", _ram_bytes),
         ("memory_reservation", "memory", "reservation", _ram_bytes),
@@ -245,7 +245,7 @@ def _update_document(f: Mapping[str, str | bool | None]) -> dict[str, Any]:
     ):
         value = f[flag]
         if isinstance(value, str) and value:
-            doc[section][key] = parse(flag.replace("_", "-"), value)
+            doc[section][key] = convert(flag.replace("_", "-"), value)
     for flag, key in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
         if isinstance(f[flag], str):
             doc["cpu"][key] = f[flag]
