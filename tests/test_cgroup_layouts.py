@@ -1,7 +1,8 @@
 """The cgroup managers under other layouts of this machine's hierarchies, made for a
 module and always put back:
 
-- hugetlb on cgroup v1: its controller is free, so it is mounted as a v1 hierarchy;
+- hugetlb, net_cls and net_prio on cgroup v1: their controllers are free, so each is
+  mounted as a v1 hierarchy;
 - cgroup v2: the controllers whose v1 hierarchies are free (cpu, cpuacct, cpuset, blkio,
   pids, devices, freezer; never memory, which holds a system cgroup) are unmounted from
   v1 and enabled on the unified hierarchy, so the v2 manager serves them (cpu.max, io.max,
@@ -133,36 +134,51 @@ def v2_layout(cgroup_parent: str) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def hugetlb_v1(cgroup_parent: str) -> Iterator[Path]:
-    """hugetlb mounted as a cgroup v1 hierarchy for this module, when it is free."""
-    if _mount_of("hugetlb") is not None:
-        yield _mount_of("hugetlb")  # type: ignore[misc]
-        return
-    if "hugetlb" in (UNIFIED / "cgroup.subtree_control").read_text().split():
-        pytest.skip("hugetlb is in use on the unified hierarchy")
-    point = TOP / "hugetlb"
-    made = not point.exists()
-    point.mkdir(exist_ok=True)
+def v1_extras(cgroup_parent: str) -> Iterator[None]:
+    """hugetlb, net_cls and net_prio each on a cgroup v1 hierarchy for this module: those
+    no hierarchy holds are mounted (under /sys/fs/cgroup), and unmounted at the end."""
+    made: list[tuple[str, Path, bool]] = []
     try:
-        r = _run("mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(point))
-        if r.returncode:
-            pytest.skip(f"cannot mount hugetlb on v1: {r.stderr.strip()}")
+        for c in ("hugetlb", "net_cls", "net_prio"):
+            if _mount_of(c) is not None:
+                continue
+            if c in (UNIFIED / "cgroup.subtree_control").read_text().split():
+                pytest.skip(f"{c} is in use on the unified hierarchy")
+            point = TOP / c
+            new = not point.exists()
+            point.mkdir(exist_ok=True)
+            made.append((c, point, new))
+            r = _run("mount", "-t", "cgroup", "-o", c, "cgroup", str(point))
+            if r.returncode:
+                pytest.skip(f"cannot mount {c} on v1: {r.stderr.strip()}")
         mounts.refresh()
-        try:
-            yield point
-        finally:
-            remove_tree(cgroup_parent)
-            _run("umount", str(point))
-            mounts.refresh()
+        yield
     finally:
         if made:
-            point.rmdir()
+            remove_tree(cgroup_parent)
+        for c, point, new in made:
+            _run("umount", str(point))
+            if new:
+                point.rmdir()
+        mounts.refresh()
 
 
-# -- hugetlb on v1 ---------------------------------------------------------------------------
+# -- hugetlb, net_cls and net_prio on v1 ---------------------------------------------------------------
 
 
-async def test_hugetlb_limits_on_v1(hugetlb_v1: Path, bundle: BundleFactory, state_root: Path, cid: str) -> None:
+async def test_network_class_and_priorities_on_v1(v1_extras: None, bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    network = {"classID": 0x100001, "priorities": [{"name": "lo", "priority": 5}]}
+    b = bundle(SLEEP, linux={"resources": {"network": network}})
+    c = await started(b, cid, state_root)
+    try:
+        assert value(b, "net_cls", "net_cls.classid") == str(0x100001)
+        assert "lo 5" in value(b, "net_prio", "net_prio.ifpriomap").splitlines()
+    finally:
+        await c.delete(force=True)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=c.pid)
+
+
+async def test_hugetlb_limits_on_v1(v1_extras: None, bundle: BundleFactory, state_root: Path, cid: str) -> None:
     limits = [{"pageSize": "2MB", "limit": 4 << 20}, {"pageSize": "1GB", "limit": 1 << 30}]
     b = bundle(SLEEP, linux={"resources": {"hugepageLimits": limits}})
     c = await started(b, cid, state_root)
