@@ -19,6 +19,7 @@ from .errors import (
     ContainerNotFoundError,
     InvalidIdError,
     InvalidStateError,
+    ResourceError,
     SpawnError,
 )
 from .status import Status
@@ -27,21 +28,31 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .container import DEVNULL, PIPE, Container
+    from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
 
 __all__ = [
+    "CPU",
     "DEVNULL",
     "PIPE",
     "AioRuntimeError",
+    "BlockIO",
     "CgroupError",
     "ConfigError",
     "Container",
     "ContainerExistsError",
     "ContainerNotFoundError",
+    "DeviceRule",
     "InvalidIdError",
     "InvalidStateError",
+    "Memory",
+    "Pids",
+    "ResourceError",
+    "Resources",
     "SpawnError",
     "Status",
 ]
+
+_RESOURCES = frozenset({"Resources", "Memory", "CPU", "Pids", "BlockIO", "DeviceRule"})
 
 
 def __getattr__(name: str) -> Any:
@@ -49,4 +60,8 @@ def __getattr__(name: str) -> Any:
         from . import container
 
         return getattr(container, name)
+    if name in _RESOURCES:
+        from .spec import resources
+
+        return getattr(resources, name)
     raise AttributeError(f"module 'aioruntime' has no attribute {name!r}")
