@@ -18,12 +18,14 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/if.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -253,6 +255,26 @@ static int remount_ro(const char *path, int bind_first)
     return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL);
 }
 
+/* lo up in the new network namespace: one ioctl, as crun does; networks come later, from Python */
+static int loopback_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    memset(&ifr, 0, sizeof(ifr));
+    cstrlcpy(ifr.ifr_name, "lo", sizeof(ifr.ifr_name));
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    int err = errno;
+    close(s);
+    errno = err;
+    return rc;
+}
+
 static int pivot_into(const char *rootfs)
 {
     int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -473,6 +495,10 @@ static void run_record(struct child *c, struct record *r, char *scratch)
     case AIO_OP_HOSTNAME:
         if (sethostname(r->strs[0], cstrlen(r->strs[0])) < 0)
             fail(c, "sethostname", r->strs[0], errno);
+        break;
+    case AIO_OP_LOOPBACK_UP:
+        if (loopback_up() < 0)
+            fail(c, "loopback up", "lo", errno);
         break;
     case AIO_OP_DOMAINNAME:
         if (setdomainname(r->strs[0], cstrlen(r->strs[0])) < 0)

@@ -28,6 +28,7 @@
 #define AIO_OP_CAPS_BOUNDING 21
 #define AIO_OP_WAIT_GO 22
 #define AIO_OP_ROOTFS 23
+#define AIO_OP_LOOPBACK_UP 24
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096

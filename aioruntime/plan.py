@@ -147,6 +147,15 @@ class DomainnameStep(NamedTuple):
     name: str
 
 
+class LoopbackUpStep(NamedTuple):
+    """Bring ``lo`` up in the container's new network namespace, as runc and crun do.
+
+    In the init (one ioctl) rather than through pyroute2 afterwards: every container with
+    its own network namespace needs it, also those the CLI creates, which cannot import
+    pyroute2 (it imports asyncio); and it is done before anything of the user's runs.
+    """
+
+
 class RlimitStep(NamedTuple):
     name: str
     soft: int
@@ -209,8 +218,8 @@ class ExecStep(NamedTuple):
 
 Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
-    | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
-    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
+    | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
+    | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
 )
 
 
@@ -394,6 +403,8 @@ def build(
         steps.append(HostnameStep(spec.hostname))
     if spec.domainname is not None:
         steps.append(DomainnameStep(spec.domainname))
+    if clone_flags & NAMESPACE_FLAGS["network"]:
+        steps.append(LoopbackUpStep())
 
     proc = spec.process
     steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
@@ -466,6 +477,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("HOSTNAME", [], [step.name])
             case DomainnameStep():
                 rec("DOMAINNAME", [], [step.name])
+            case LoopbackUpStep():
+                rec("LOOPBACK_UP", [])
             case RlimitStep():
                 rec("RLIMIT", [RLIMITS[step.name], step.hard, step.soft], [step.name])
             case KeepCapsStep():

@@ -625,6 +625,17 @@ def test_clone_flags_without_network(rootfs: Path) -> None:
     assert p.clone_flags == f["pid"] | f["mount"] | f["uts"]
 
 
+def test_new_network_namespace_brings_lo_up_before_the_user_switch(rootfs: Path) -> None:
+    p = plan_of(rootfs)
+    assert of_type(p, plan.LoopbackUpStep) == [plan.LoopbackUpStep()]
+    assert pivot_at(p) < index(p, plan.LoopbackUpStep) < index(p, UserStep)
+
+
+def test_no_lo_step_in_the_host_network_namespace(rootfs: Path) -> None:
+    p = plan_of(rootfs, linux={"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]})
+    assert not of_type(p, plan.LoopbackUpStep)
+
+
 def test_no_mount_namespace(rootfs: Path) -> None:
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, linux={"namespaces": [{"type": "pid"}, {"type": "uts"}]})
