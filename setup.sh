@@ -22,7 +22,7 @@ fi
 if [[ -t 1 ]]; then log() { printf '\033[1m==> %s\033[0m\n' "$*"; }; else log() { echo "==> $*"; }; fi
 
 # 1. System packages: skipped when dpkg already has every one of them.
-packages=(python3 python3-venv python3-dev gcc libffi-dev busybox-static runc crun)
+packages=(python3 python3-venv python3-dev gcc libffi-dev busybox-static runc crun nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

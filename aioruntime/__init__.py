@@ -13,13 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AioRuntimeError,
+    BridgeInUseError,
     CgroupError,
     ConfigError,
     ContainerExistsError,
     ContainerNotFoundError,
     InvalidIdError,
     InvalidStateError,
+    NetworkError,
+    NetworkExistsError,
+    NetworkInUseError,
+    NetworkNotFoundError,
+    NoNetworkNamespaceError,
+    PortInUseError,
     SpawnError,
+    SubnetClashError,
+    SubnetExhaustedError,
 )
 from .status import Status
 
@@ -27,11 +36,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .container import DEVNULL, PIPE, Container
+    from .network import Network
 
 __all__ = [
     "DEVNULL",
     "PIPE",
     "AioRuntimeError",
+    "BridgeInUseError",
     "CgroupError",
     "ConfigError",
     "Container",
@@ -39,8 +50,17 @@ __all__ = [
     "ContainerNotFoundError",
     "InvalidIdError",
     "InvalidStateError",
+    "Network",
+    "NetworkError",
+    "NetworkExistsError",
+    "NetworkInUseError",
+    "NetworkNotFoundError",
+    "NoNetworkNamespaceError",
+    "PortInUseError",
     "SpawnError",
     "Status",
+    "SubnetClashError",
+    "SubnetExhaustedError",
 ]
 
 
@@ -49,4 +69,8 @@ def __getattr__(name: str) -> Any:
         from . import container
 
         return getattr(container, name)
+    if name == "Network":  # pyroute2 (and asyncio) only when networks are used
+        from .network.network import Network
+
+        return Network
     raise AttributeError(f"module 'aioruntime' has no attribute {name!r}")

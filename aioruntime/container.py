@@ -12,16 +12,19 @@ import builtins
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .ops.create import Creation
 from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
 from .ops import lifecycle
-from .spec import Spec
+from .spec import Spec, load
 from .state import DEFAULT_ROOT, State, Store, check_id
-from .status import Status
+from .status import Status, require
+
+if TYPE_CHECKING:
+    from .network import Endpoint, Network, PortMapping
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -59,6 +62,8 @@ class Container:
     stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
     inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
     ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+
+    With ``network`` the container joins that ``Network`` on create (see ``attach``).
     """
 
     def __init__(
@@ -71,6 +76,9 @@ class Container:
         stdout: Stdio = None,
         stderr: Stdio = None,
         no_pivot: bool = False,
+        network: Network | None = None,
+        ports: Mapping[int | str, int] | None = None,
+        nat: bool = False,
     ) -> None:
         self.id = check_id(id)
         self.bundle = os.fspath(bundle) if bundle is not None else None
@@ -84,6 +92,13 @@ class Container:
         self._spec: Spec | None = None
         self._pidfd: int | None = None  # set while our child init is unreaped
         self._exit: asyncio.Future[int] | None = None
+        # networking: what create() joins, checked now so that a mistake fails before anything runs
+        self._join: tuple[Network, Mapping[int | str, int], bool] | None = None
+        if network is not None:
+            self._check_network(network, ports)
+            self._join = (network, ports or {}, nat)
+        elif ports or nat:
+            raise ValueError("ports and nat need a network: Container(..., network=net, ports=...)")
 
     # -- queries -----------------------------------------------------------------------
 
@@ -111,6 +126,14 @@ class Container:
     @property
     def status(self) -> Status:
         return lifecycle.status_of(self._store, self._load())
+
+    @property
+    def network(self) -> Endpoint | None:
+        """Where the container is on its network (``address``, ``gateway``, ``ports`` ...), or None."""
+        from .network.registry import Registry
+
+        found = Registry(self.root).endpoints_of(self.id)
+        return found[0] if found else None
 
     def state(self) -> dict[str, Any]:
         """The OCI state document (``runc state``), read fresh from disk and the kernel."""
@@ -147,8 +170,14 @@ class Container:
             raise ContainerExistsError(self.id)
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
+        spec = None
+        if self._join is not None:  # networking: refuse a container without a netns of its own now
+            from .network.network import check_netns
+
+            spec = load(self.bundle)
+            check_netns(spec, self.id)
         child_fds, parent_fds, close_after = self._open_stdio()
-        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
+        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot, spec=spec)
         try:
             fd = creation.begin()
             for f in close_after:
@@ -164,10 +193,46 @@ class Container:
         self._spec = creation.spec
         self._watch_exit(creation.pidfd)
         try:
+            if self._join is not None:  # networking, before stdio: its streams would outlive a failure
+                network, ports, nat = self._join
+                try:
+                    await self.attach(network, ports=ports, nat=nat)
+                except BaseException:
+                    for ours in parent_fds:
+                        if ours is not None:
+                            os.close(ours)
+                    raise
             await self._connect_stdio(parent_fds)
         except BaseException:
-            self._delete_now()
+            self._delete_now()  # releases the network too
             raise
+
+    async def attach(self, network: Network, *, ports: Mapping[int | str, int] | None = None, nat: bool = False) -> Endpoint:
+        """Join ``network``, created or running: eth0 with the next free address and a default route.
+
+        ``ports`` publishes host ports on the container's (``{8080: 80, "5353/udp": 53}``),
+        reachable at every host address, 127.0.0.1 included; ``nat`` masquerades the
+        container's traffic that leaves the bridge. All of it is released on delete. On
+        failure nothing of it is left, and the container is as it was.
+        """
+        from .network.network import attach, check_netns
+
+        mappings = self._check_network(network, ports)
+        state = self._load()
+        require(self.id, "attach to a network", lifecycle.status_of(self._store, state))
+        check_netns(self.config, self.id)
+        return await attach(network, self.id, state.pid, state.pid_start, ports=mappings, nat_out=nat)
+
+    def _check_network(self, network: Network, ports: Mapping[int | str, int] | None) -> tuple[PortMapping, ...]:
+        """The parsed ports; ValueError for a network of another root or a bad port."""
+        from .network.nat import parse_ports
+
+        if network.root != self.root:
+            raise ValueError(
+                f"network {network.name} is under root {network.root}, container {self.id} under {self.root}: "
+                "a container joins networks of its own root"
+            )
+        return parse_ports(ports or {})
 
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
