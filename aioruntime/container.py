@@ -265,6 +265,7 @@ class Container:
                 await _readable(pidfd)
             if self._exit is not None:
                 await asyncio.shield(self._exit)
+            await self._leave_network()
         except BaseException:
             self._delete_now()
             raise
@@ -273,6 +274,15 @@ class Container:
                 os.close(pidfd)
         lifecycle.delete_finish(self._store, self.id)
         self._state = None
+
+    async def _leave_network(self) -> None:
+        """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
+        from .network.registry import Registry
+
+        if Registry(self.root).endpoints_of(self.id):  # pyroute2 is imported only when there is some
+            from .network.network import leave
+
+            await leave(self.root, self.id)
 
     async def run(self) -> int:
         """create + start + wait + delete: the exit status (minus the signal if killed)."""

@@ -367,6 +367,28 @@ async def test_no_fd_thread_or_child_left_in_this_process(
     assert not Path("/proc/self/task").joinpath(str(os.getpid()), "children").read_text().split()
 
 
+async def test_delete_when_the_netns_outlives_the_container(
+    bundle: BundleFactory, state_root: Path, cid: str, make_network: MakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something else holds the container's network namespace: the kernel does not delete the
+    veth pair with it, so delete does, after waiting for the kernel a while."""
+    monkeypatch.setattr("aioruntime.network.network.LINK_GONE_TIMEOUT", 0.2)
+    net = await make_network()
+    c = Container(cid, bundle(["sleep", "100"]), root=state_root, network=net)
+    await c.create()
+    assert c.pid is not None and c.network is not None
+    endpoint = c.network
+    holder = os.open(f"/proc/{c.pid}/ns/net", os.O_RDONLY)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await c.delete(force=True)
+        assert loop.time() - started >= 0.2  # it waited for the kernel in vain
+        assert_released(state_root, endpoint)
+    finally:
+        os.close(holder)
+
+
 async def test_addresses_are_not_handed_out_again_at_once(
     bundle: BundleFactory, state_root: Path, cid: str, make_network: MakeNetwork
 ) -> None:

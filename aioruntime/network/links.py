@@ -7,6 +7,7 @@ replies to our requests is ever queued on it); inside a container the socket com
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ipaddress
@@ -16,6 +17,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTMGRP_LINK
 
 from ..errors import BridgeInUseError, NetworkError
 from .netns import netlink_socket
@@ -89,6 +91,25 @@ async def configure(ipr: Any, ifname: str, address: str, prefixlen: int, gateway
     await ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     await ipr.link("set", index=index, state="up")
     await ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+async def wait_gone(names: set[str], timeout: float) -> bool:
+    """Wait until no host link in ``names`` exists; False if some still do after ``timeout`` s.
+
+    Subscribed to link notifications before looking, so no deletion slips in between.
+    """
+    async with AsyncIPRoute(groups=RTMGRP_LINK) as ipr:
+        await ipr.bind(groups=RTMGRP_LINK)
+        left = {name for name in names if await exists(ipr, name)}
+        try:
+            async with asyncio.timeout(timeout):
+                while left:
+                    async for msg in ipr.get():
+                        if msg["header"]["type"] == RTM_DELLINK:
+                            left.discard(msg.get("ifname"))
+        except TimeoutError:
+            return False
+    return True
 
 
 def set_sysctl(interface: str, key: str, value: int) -> None:
