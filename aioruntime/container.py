@@ -12,7 +12,7 @@ import builtins
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from .status import Status, require
 
 if TYPE_CHECKING:
     from .network import Endpoint, Network, PortMapping
+    from .network.nat import Ports
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -77,7 +78,7 @@ class Container:
         stderr: Stdio = None,
         no_pivot: bool = False,
         network: Network | None = None,
-        ports: Mapping[int | str, int] | None = None,
+        ports: Ports | None = None,
         nat: bool = False,
     ) -> None:
         self.id = check_id(id)
@@ -93,7 +94,7 @@ class Container:
         self._pidfd: int | None = None  # set while our child init is unreaped
         self._exit: asyncio.Future[int] | None = None
         # networking: what create() joins, checked now so that a mistake fails before anything runs
-        self._join: tuple[Network, Mapping[int | str, int], bool] | None = None
+        self._join: tuple[Network, Ports, bool] | None = None
         if network is not None:
             self._check_network(network, ports)
             self._join = (network, ports or {}, nat)
@@ -207,13 +208,13 @@ class Container:
             self._delete_now()  # releases the network too
             raise
 
-    async def attach(self, network: Network, *, ports: Mapping[int | str, int] | None = None, nat: bool = False) -> Endpoint:
+    async def attach(self, network: Network, *, ports: Ports | None = None, nat: bool = False) -> Endpoint:
         """Join ``network``, created or running: eth0 with the next free address and a default route.
 
-        ``ports`` publishes host ports on the container's (``{8080: 80, "5353/udp": 53}``),
-        reachable at every host address, 127.0.0.1 included; ``nat`` masquerades the
-        container's traffic that leaves the bridge. All of it is released on delete. On
-        failure nothing of it is left, and the container is as it was.
+        ``ports`` publishes host ports on the container's (``{8080: 80, "5353/udp": 53}``): the
+        host reaches them at any of its addresses, 127.0.0.1 included, other machines when the
+        host forwards IPv4. ``nat`` masquerades the container's traffic that leaves the bridge.
+        All of it is released on delete; on failure none of it is left.
         """
         from .network.network import attach, check_netns
 
@@ -223,7 +224,7 @@ class Container:
         check_netns(self.config, self.id)
         return await attach(network, self.id, state.pid, state.pid_start, ports=mappings, nat_out=nat)
 
-    def _check_network(self, network: Network, ports: Mapping[int | str, int] | None) -> tuple[PortMapping, ...]:
+    def _check_network(self, network: Network, ports: Ports | None) -> tuple[PortMapping, ...]:
         """The parsed ports; ValueError for a network of another root or a bad port."""
         from .network.nat import parse_ports
 

@@ -26,8 +26,9 @@ RT_TABLE_MAIN = 254
 
 
 @contextlib.asynccontextmanager
-async def rtnl(netns_fd: int | None = None) -> AsyncIterator[Any]:
-    """An AsyncIPRoute on the host, or in the namespace ``netns_fd``; NetlinkError becomes NetworkError."""
+async def rtnl(doing: str, netns_fd: int | None = None) -> AsyncIterator[Any]:
+    """An AsyncIPRoute on the host, or in the namespace ``netns_fd``; a NetlinkError becomes a
+    NetworkError saying what we were ``doing``."""
     fileno = netlink_socket(netns_fd) if netns_fd is not None else None
     try:
         ipr = AsyncIPRoute(groups=0, fileno=fileno)
@@ -39,7 +40,7 @@ async def rtnl(netns_fd: int | None = None) -> AsyncIterator[Any]:
         async with ipr:
             yield ipr
     except NetlinkError as e:
-        raise NetworkError(f"netlink: {e.args[1] if len(e.args) > 1 else e}") from e
+        raise NetworkError(f"{doing}: {e.args[1] if len(e.args) > 1 else e}") from e
 
 
 async def exists(ipr: Any, name: str) -> bool:

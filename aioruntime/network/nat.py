@@ -31,6 +31,11 @@ from typing import Any
 from ..errors import NetworkError
 from .registry import Endpoint, PortMapping
 
+Ports = Mapping[Any, int]
+"""Host port -> container port: ``{8080: 80, "5353/udp": 53}``. The keys are ints (TCP) or
+``"PORT/PROTO"`` strings, checked by ``parse_ports``: typed Any because Mapping's keys are
+invariant, so no union would take both a ``dict[int, int]`` and a mixed literal."""
+
 NFT = "nft"
 _FAMILY = "ip"  # IPv4 only, as the networks are
 
@@ -39,7 +44,7 @@ def table_name(network: str, address: str) -> str:
     return f"aioruntime-{network}-{address}"
 
 
-def parse_ports(ports: Mapping[int | str, int]) -> tuple[PortMapping, ...]:
+def parse_ports(ports: Ports) -> tuple[PortMapping, ...]:
     """``{8080: 80, "5353/udp": 53}`` -> PortMappings; a bare number is TCP."""
     out: list[PortMapping] = []
     for host, container in ports.items():

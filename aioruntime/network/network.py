@@ -76,26 +76,24 @@ class Network:
         net = ipam.parse_subnet(subnet)
         registry = Registry(root)
         _check_registry(registry, name, net)  # first: it names the network a clash is with
-        async with links.rtnl() as ipr:
+        async with links.rtnl(f"making bridge {name}") as ipr:
             if await links.exists(ipr, name):
                 raise BridgeInUseError(name)
             for prefix in await links.host_prefixes(ipr):
                 if prefix.overlaps(net):
                     raise SubnetClashError(str(net), f"the host's route to {prefix}")
-        with registry.lock():
-            _check_registry(registry, name, net)  # again, now that it counts
-            record = NetworkRecord(name, str(net), ipam.gateway_of(net))
-            registry.save(record)  # before the bridge: a crash leaves a record that delete() clears
-        try:
-            async with links.rtnl() as ipr:
+            with registry.lock():
+                _check_registry(registry, name, net)  # again, now that it counts
+                record = NetworkRecord(name, str(net), ipam.gateway_of(net))
+                registry.save(record)  # before the bridge: a crash leaves a record that delete() clears
+            try:
                 await links.make_bridge(ipr, name, record.gateway, net.prefixlen)
-        except BridgeInUseError:
-            registry.remove(name)  # made by someone else meanwhile: not ours to delete
-            raise
-        except BaseException:
-            delete_link(name)
-            registry.remove(name)
-            raise
+            except BaseException as e:
+                if not isinstance(e, BridgeInUseError):  # else made by someone else meanwhile: not ours
+                    delete_link(name)
+                with registry.lock():
+                    registry.remove(name)
+                raise
         return cls(record, registry.root)
 
     @classmethod
@@ -189,9 +187,9 @@ async def attach(
         with registry.lock():
             endpoint, subnet = allocate(registry, network.name, container_id, ports, nat_out)
         try:
-            async with links.rtnl() as ipr:
+            async with links.rtnl(f"adding {container_id} to bridge {network.bridge}") as ipr:
                 await links.make_veth(ipr, endpoint.link, endpoint.ifname, network.bridge, netns_fd)
-            async with links.rtnl(netns_fd) as ipr:
+            async with links.rtnl(f"setting up {endpoint.ifname} in {container_id}", netns_fd) as ipr:
                 await links.configure(ipr, endpoint.ifname, endpoint.address, endpoint.prefixlen, endpoint.gateway)
             if endpoint.table:
                 if endpoint.ports:
