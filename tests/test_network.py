@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path_of
@@ -95,7 +96,7 @@ def assert_released(root: Path, endpoint: Endpoint) -> None:
 
 def assert_network_gone(root: Path, name: str) -> None:
     assert name not in host_links(), f"bridge {name} left on the host"
-    assert not [t for t in nft_tables() if t.startswith(f"aioruntime-{name}-")]
+    assert not [t for t in nft_tables() if t == f"aioruntime-{name}" or t.startswith(f"aioruntime-{name}-")]
     assert not Registry(root).exists(name)
 
 
@@ -236,6 +237,16 @@ async def test_host_reaches_a_published_port(
         for host in ("127.0.0.1", net.gateway):  # loopback and any other address of the host
             assert "pong from published" in await fetch(host, port), host
         endpoint = c.network
+        # a container on the same bridge through the host's port: the reply must come back the
+        # same way (hairpin masquerade), not straight from the server's address
+        neighbour = Container(f"{cid}-2", bundle(client(net.gateway, port)), root=state_root, network=net, stdout=PIPE)
+        await neighbour.create()
+        try:
+            await neighbour.start()
+            assert "pong from published" in await output(neighbour)
+            assert await neighbour.wait() == 0
+        finally:
+            await neighbour.delete(force=True)
     finally:
         await c.delete(force=True)
     assert_released(state_root, endpoint)
@@ -243,35 +254,92 @@ async def test_host_reaches_a_published_port(
         await asyncio.open_connection("127.0.0.1", port)
 
 
-async def test_outbound_nat_masquerades_traffic_leaving_the_bridge(
-    bundle: BundleFactory, state_root: Path, cid: str, make_network: MakeNetwork
-) -> None:
-    """A container on one network reaches one on another through the host, which forwards
-    between our two bridges only (NAT turns forwarding on for its bridge) and masquerades:
-    the server sees the host's address on its bridge, not the client's."""
-    inner, outer = await make_network(), await make_network()
-    server = Container(cid, bundle(SERVE, hostname="outside"), root=state_root, network=outer, nat=True)
-    with pytest.warns(RuntimeWarning, match="forward"):  # unless the host's uplink forwards already
-        await server.create()
+class Outside(NamedTuple):
+    address: str  # where its server listens (port 80)
+    host_address: str  # the host's end of the link to it
+
+
+@pytest.fixture
+async def outside(block: ipaddress.IPv4Network) -> AsyncIterator[Outside]:
+    """Another network the host routes to, which is no aioruntime network: a process in a new
+    network namespace serving ``netstat -tn`` on port 80, behind a veth pair this fixture makes
+    (``<session>o``, forwarding on its host end), with a default route back through the host."""
+    from pyroute2 import AsyncIPRoute
+
+    from aioruntime.network.netns import netlink_socket
+    from aioruntime.network.release import delete_link
+
+    net = ipaddress.IPv4Network(f"{block.network_address + (200 << 8)}/24")
+    host, far = str(net.network_address + 1), str(net.network_address + 2)
+    link = f"{SESSION}o"
+    server = subprocess.Popen(
+        ["unshare", "-n", "sh", "-c", "echo ready; exec busybox nc -ll -p 80 -e busybox netstat -tn"],
+        stdout=subprocess.PIPE, text=True)
+    netns_fd = -1
     try:
-        await server.start()
-        assert server.network is not None
-        talker = Container(f"{cid}-2", bundle(client(server.network.address)), root=state_root,
-                           network=inner, nat=True, stdout=PIPE)
-        with pytest.warns(RuntimeWarning, match="forward"):
-            await talker.create()
-        try:
-            await talker.start()
-            reply = await output(talker)
-            assert await talker.wait() == 0
-        finally:
-            await talker.delete(force=True)
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"  # in its namespace now
+        netns_fd = os.open(f"/proc/{server.pid}/ns/net", os.O_RDONLY)
+        assert os.stat(f"/proc/{server.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+        async with AsyncIPRoute() as ipr:
+            await ipr.link("add", ifname=link, kind="veth", peer={"ifname": "eth0", "net_ns_fd": netns_fd})
+            (index,) = await ipr.link_lookup(ifname=link)
+            await ipr.addr("add", index=index, address=host, prefixlen=24)
+            await ipr.link("set", index=index, state="up")
+        async with AsyncIPRoute(fileno=netlink_socket(netns_fd)) as ipr:
+            (index,) = await ipr.link_lookup(ifname="eth0")
+            await ipr.addr("add", index=index, address=far, prefixlen=24)
+            await ipr.link("set", index=index, state="up")
+            await ipr.route("add", dst="0.0.0.0/0", gateway=host)
+        Path(f"/proc/sys/net/ipv4/conf/{link}/forwarding").write_text("1")
+        yield Outside(far, host)
     finally:
-        await server.delete(force=True)
-    assert "pong from outside" in reply
-    assert f"{outer.gateway}:" in reply  # masqueraded to the host's address on the server's bridge
-    await inner.delete()
-    await outer.delete()
+        if netns_fd >= 0:
+            os.close(netns_fd)
+        server.kill()
+        server.wait()
+        server.stdout.close()
+        delete_link(link)  # if the namespace's end did not take it along already
+
+
+def probe(address: str) -> str:
+    """Shell words that print ``reached ADDRESS`` or ``blocked ADDRESS`` (one 1 s attempt)."""
+    return f"if nc -w 1 {address} 80 </dev/null >/dev/null; then echo reached {address}; else echo blocked {address}; fi"
+
+
+async def test_outbound_nat_masquerades_and_networks_stay_apart(
+    bundle: BundleFactory, state_root: Path, cid: str, make_network: MakeNetwork, outside: Outside
+) -> None:
+    """A NAT'd container reaches a network beyond the host under the host's address there;
+    a container without NAT on the same bridge does not get out at all, though the bridge now
+    forwards; neither reaches a container on another network except by a published port."""
+    net, other = await make_network(), await make_network()
+    neighbour = Container(f"{cid}-3", bundle(SERVE), root=state_root, network=other, ports={free_port(): 80})
+    await neighbour.create()
+    try:
+        await neighbour.start()
+        assert neighbour.network is not None
+        far_away = neighbour.network.address
+        script = f"nc {outside.address} 80 </dev/null; {probe(far_away)}"
+        natted = Container(cid, bundle(["sh", "-c", script]), root=state_root, network=net, nat=True, stdout=PIPE)
+        with pytest.warns(RuntimeWarning, match="forward"):  # eth0 of this host does not forward
+            await natted.create()
+        plain = Container(f"{cid}-2", bundle(["sh", "-c", f"{probe(outside.address)}; {probe(far_away)}"]),
+                          root=state_root, network=net, stdout=PIPE)
+        await plain.create()
+        try:
+            await natted.start()
+            await plain.start()
+            natted_out, plain_out = await output(natted), await output(plain)
+        finally:
+            await natted.delete(force=True)
+            await plain.delete(force=True)
+    finally:
+        await neighbour.delete(force=True)
+    assert f"{outside.address}:80" in natted_out and f"{outside.host_address}:" in natted_out  # masqueraded
+    assert f"blocked {far_away}" in natted_out
+    assert plain_out.split("\n")[:2] == [f"blocked {outside.address}", f"blocked {far_away}"]
+    await net.delete()
+    await other.delete()
 
 
 async def test_new_netns_without_a_network_has_only_lo_up(
@@ -553,9 +621,10 @@ async def test_cancelled_attach_leaves_nothing(
     bundle: BundleFactory, state_root: Path, cid: str, make_network: MakeNetwork
 ) -> None:
     """Cancel the create at every await of the attachment in turn: each time the container
-    and everything made for its network are gone."""
+    and everything made for its network are gone (the network's own table may stay)."""
     net = await make_network()
-    links, tables = host_links(), nft_tables()
+    links = host_links()
+    tables = nft_tables() | {f"aioruntime-{net.name}"}
     b = bundle(["true"])
     for delay in (0.0005 * i for i in range(40)):
         c = Container(cid, b, root=state_root, network=net, ports={free_port(): 80})
@@ -566,10 +635,9 @@ async def test_cancelled_attach_leaves_nothing(
             await task
         except asyncio.CancelledError:
             assert_no_leftovers(state_root, cid, cgroups_path_of(b))
-            assert (host_links(), nft_tables(), net.endpoints()) == (links, tables, [])
         else:
             await c.delete()
-            assert (host_links(), nft_tables(), net.endpoints()) == (links, tables, [])
+        assert (host_links(), nft_tables() | tables, net.endpoints()) == (links, tables, [])
 
 
 def test_bad_ports_and_nat_without_a_network(bundle: BundleFactory, state_root: Path, cid: str) -> None:

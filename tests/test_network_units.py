@@ -80,27 +80,29 @@ def nft_check(batch: bytes) -> None:
 
 
 def rules(batch: bytes) -> list[dict[str, object]]:
-    return [c["add"]["rule"] for c in json.loads(batch)["nftables"] if "rule" in c["add"]]
+    return [c["add"]["rule"] for c in json.loads(batch)["nftables"] if "rule" in c.get("add", {})]
 
 
 def test_ruleset_for_ports_and_nat_is_accepted_by_the_kernel() -> None:
     ep = endpoint(ports=nat.parse_ports({8080: 80, "5353/udp": 53}), nat=True)
     batch = nat.ruleset(ep, "10.88.0.0/24")
     nft_check(batch)
-    by_chain = [r["chain"] for r in rules(batch)]
+    by_chain = [r["chain"] for r in rules(batch) if r["table"] == ep.table]
     # two DNATs per port (from outside, from the host), two masquerades for the ports, one for NAT
     assert by_chain.count("prerouting") == by_chain.count("output") == 2
     assert by_chain.count("postrouting") == 3
+    assert [r["chain"] for r in rules(batch) if r["table"] == "aioruntime-aio0"] == ["forward"] * 6
 
 
 def test_ruleset_without_ports_is_just_the_masquerade() -> None:
     batch = nat.ruleset(endpoint(nat=True), "10.88.0.0/24")
     nft_check(batch)
-    assert [r["chain"] for r in rules(batch)] == ["postrouting"]
+    assert [r["chain"] for r in rules(batch) if r["table"] != "aioruntime-aio0"] == ["postrouting"]
 
 
-def test_removal_of_a_missing_table_is_accepted() -> None:
-    nft_check(nat.removal("aioruntime-never-made"))
+def test_removals_of_what_does_not_exist_are_accepted() -> None:
+    nft_check(nat.removal(endpoint(network="never-made", table="aioruntime-never-made-10.88.0.2", nat=True)))
+    nft_check(nat.network_removal("never-made"))
 
 
 # -- the registry ---------------------------------------------------------------------------------

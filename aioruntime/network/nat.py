@@ -1,4 +1,4 @@
-"""Published ports and outbound NAT: one nftables table per endpoint, applied with ``nft -j``.
+"""Published ports and outbound NAT: nftables tables applied with ``nft -j``.
 
 Why ``nft -j -f -`` and not pyroute2's nftables module: the JSON schema is nftables' own
 documented machine interface (libnftables-json(5)), each call is one atomic kernel
@@ -8,9 +8,10 @@ nf_tables netlink attributes by hand on a path where a mistake opens ports. ``nf
 plain subprocess (about 3 ms here), so the CLI's delete, which must not import asyncio,
 removes rules the same way. The ``ip`` command is never used: links go through netlink.
 
-Why a table per endpoint: removing it is one ``delete table``, with no rule handles to
-track, and its name follows from the endpoint's record, so a crash between making the
-rules and recording them cannot leak them. Its base chains hook next to everyone else's:
+Why a table per endpoint (``aioruntime-<network>-<address>``): removing it is one
+``delete table``, with no rule handles to track, and its name follows from the endpoint's
+record, so a crash between making the rules and recording them cannot leak them. Its base
+chains hook next to everyone else's:
 
 - ``prerouting``/``output`` (dstnat): traffic for a local address to a published host
   port is sent to the container's address and port (``fib daddr type local``: the host's
@@ -19,6 +20,9 @@ rules and recording them cannot leak them. Its base chains hook next to everyone
   bridge's own subnet are masqueraded, so the replies come back through the host
   (loopback needs ``route_localnet`` on the bridge, set by the caller); with NAT the
   container's own traffic leaving by another interface is masqueraded too.
+
+Each network with such a container also has a table (``aioruntime-<network>``): the forward
+filter of ``_guard`` and the set of its NAT'd addresses, removed with the network.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ _FAMILY = "ip"  # IPv4 only, as the networks are
 
 
 def table_name(network: str, address: str) -> str:
+    """A container endpoint's table."""
     return f"aioruntime-{network}-{address}"
+
+
+def network_table(network: str) -> str:
+    """A network's table: its forward filter and the set of its NAT'd addresses."""
+    return f"aioruntime-{network}"
 
 
 def parse_ports(ports: Ports) -> tuple[PortMapping, ...]:
@@ -74,20 +84,59 @@ def _prefix(cidr: str) -> dict[str, Any]:
     return {"prefix": {"addr": addr, "len": int(length)}}
 
 
-def ruleset(endpoint: Endpoint, subnet: str) -> bytes:
-    """The batch that makes the endpoint's table (it must not exist yet)."""
-    t = {"family": _FAMILY, "table": endpoint.table}
-    out: list[dict[str, Any]] = [{"add": {"table": {"family": _FAMILY, "name": endpoint.table}}}]
+def _add(kind: str, **spec: Any) -> dict[str, Any]:
+    return {"add": {kind: {"family": _FAMILY, **spec}}}
 
-    def chain(name: str, hook: str, prio: int) -> None:
-        out.append({"add": {"chain": {**t, "name": name, "type": "nat", "hook": hook, "prio": prio, "policy": "accept"}}})
+
+def _drop_table(table: str) -> list[dict[str, Any]]:
+    """Delete ``table`` whether or not it exists (adding an existing table is a no-op)."""
+    return [_add("table", name=table), {"delete": {"table": {"family": _FAMILY, "name": table}}}]
+
+
+def _nat_set(network: str) -> list[dict[str, Any]]:
+    table = network_table(network)
+    return [_add("table", name=table), _add("set", table=table, name="nat", type="ipv4_addr")]
+
+
+def _guard(network: str) -> list[dict[str, Any]]:
+    """The network's forward filter, made (again) whole, its NAT set kept.
+
+    A bridge forwards once one of its containers publishes a port or uses NAT (hairpin and
+    outbound traffic are routed); this keeps forwarding to exactly that: out of the bridge
+    only replies of published ports and NAT'd containers' traffic, into it only replies and
+    published ports. Other networks' containers and other hosts stay out, as before.
+    """
+    table, bridge = network_table(network), network
+    iif, oif = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
+    dnat = _match({"ct": {"key": "status"}}, "dnat", "in")
+    outgoing, incoming = (_match(iif, bridge), _match(oif, bridge, "!=")), (_match(iif, bridge, "!="), _match(oif, bridge))
+    cmds = [
+        *_nat_set(network),
+        _add("chain", table=table, name="forward", type="filter", hook="forward", prio=0, policy="accept"),
+        {"flush": {"chain": {"family": _FAMILY, "table": table, "name": "forward"}}},
+    ]
+    for expr in (
+        [*outgoing, dnat, {"accept": None}],
+        [*outgoing, _match(_ip("saddr"), "@nat"), {"accept": None}],
+        [*outgoing, {"drop": None}],
+        [*incoming, _match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}],
+        [*incoming, dnat, {"accept": None}],
+        [*incoming, {"drop": None}],
+    ):
+        cmds.append(_add("rule", table=table, chain="forward", expr=expr))
+    return cmds
+
+
+def ruleset(endpoint: Endpoint, subnet: str) -> bytes:
+    """The batch that makes the endpoint's table (it must not exist yet) and guards its network."""
+    table = endpoint.table
+    out = [*_guard(endpoint.network), _add("table", name=table)]
+    for name, hook, prio in (("prerouting", "prerouting", -100), ("output", "output", -100), ("postrouting", "postrouting", 100)):
+        out.append(_add("chain", table=table, name=name, type="nat", hook=hook, prio=prio, policy="accept"))
 
     def rule(chain: str, *expr: dict[str, Any]) -> None:
-        out.append({"add": {"rule": {**t, "chain": chain, "expr": list(expr)}}})
+        out.append(_add("rule", table=table, chain=chain, expr=list(expr)))
 
-    chain("prerouting", "prerouting", -100)
-    chain("output", "output", -100)
-    chain("postrouting", "postrouting", 100)
     local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
     for p in endpoint.ports:
         dnat = {"dnat": {"addr": endpoint.address, "port": p.container}}
@@ -110,13 +159,23 @@ def ruleset(endpoint: Endpoint, subnet: str) -> bytes:
             _match({"meta": {"key": "oifname"}}, endpoint.network, "!="),
             {"masquerade": None},
         )
+        element = {"table": network_table(endpoint.network), "name": "nat", "elem": [endpoint.address]}
+        out.append(_add("element", **element))
     return json.dumps({"nftables": out}).encode()
 
 
-def removal(table: str) -> bytes:
-    """The batch that deletes ``table`` whether or not it exists (add is a no-op if it does)."""
-    ref = {"family": _FAMILY, "name": table}
-    return json.dumps({"nftables": [{"add": {"table": ref}}, {"delete": {"table": ref}}]}).encode()
+def removal(endpoint: Endpoint) -> bytes:
+    """The batch that removes the endpoint's table and NAT set element, whether or not they exist."""
+    out = _drop_table(endpoint.table)
+    if endpoint.nat:
+        element = {"family": _FAMILY, "table": network_table(endpoint.network), "name": "nat", "elem": [endpoint.address]}
+        out += [*_nat_set(endpoint.network), {"add": {"element": element}}, {"delete": {"element": element}}]
+    return json.dumps({"nftables": out}).encode()
+
+
+def network_removal(network: str) -> bytes:
+    """The batch that removes the network's forward filter, whether or not it exists."""
+    return json.dumps({"nftables": _drop_table(network_table(network))}).encode()
 
 
 def _not_installed() -> NetworkError:

@@ -118,6 +118,8 @@ class Network:
                 if not force:
                     raise NetworkInUseError(self.name, tuple(e.container for e in record.endpoints))
                 release_endpoints(registry, self.name, {e.container for e in record.endpoints})
+            if record.guarded:
+                nat.run(nat.network_removal(self.name))
             delete_link(self.name)
             registry.remove(self.name)
 
@@ -159,7 +161,7 @@ async def leave(root: str, container_id: str) -> None:
     endpoints = registry.endpoints_of(container_id)
     for endpoint in endpoints:
         if endpoint.table:
-            await _nft(nat.removal(endpoint.table))
+            await _nft(nat.removal(endpoint))
             with registry.lock():
                 record = registry.load(endpoint.network)
                 gone = tuple(e._replace(table="") if e == endpoint else e for e in record.endpoints)
@@ -192,12 +194,12 @@ async def attach(
             async with links.rtnl(f"setting up {endpoint.ifname} in {container_id}", netns_fd) as ipr:
                 await links.configure(ipr, endpoint.ifname, endpoint.address, endpoint.prefixlen, endpoint.gateway)
             if endpoint.table:
-                if endpoint.ports:
-                    links.set_sysctl(network.bridge, "route_localnet", 1)  # 127.0.0.1:port reaches it
-                if endpoint.nat:
-                    links.set_sysctl(network.bridge, "forwarding", 1)
-                    _warn_if_uplink_does_not_forward()
                 await _nft(nat.ruleset(endpoint, subnet))
+                # only now that the network's forward filter guards the bridge
+                links.set_sysctl(network.bridge, "forwarding", 1)  # hairpin, NAT, ports from afar
+                links.set_sysctl(network.bridge, "route_localnet", 1)  # 127.0.0.1:port reaches it
+                if endpoint.nat:
+                    _warn_if_uplink_does_not_forward()
         except BaseException:
             with registry.lock():
                 release_endpoints(registry, network.name, {container_id})
@@ -236,7 +238,8 @@ def allocate(
         ports=ports,
         nat=nat_out,
     )
-    registry.save(record._replace(last=address, endpoints=(*record.endpoints, endpoint)))
+    guarded = record.guarded or bool(endpoint.table)
+    registry.save(record._replace(last=address, endpoints=(*record.endpoints, endpoint), guarded=guarded))
     return endpoint, record.subnet
 
 

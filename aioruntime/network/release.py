@@ -44,7 +44,7 @@ def unmake(endpoint: Endpoint) -> None:
     if endpoint.table:
         from . import nat  # subprocess: only for the containers that had rules
 
-        nat.run(nat.removal(endpoint.table))
+        nat.run(nat.removal(endpoint))
 
 
 def release_endpoints(registry: Registry, network: str, container_ids: set[str]) -> None:
