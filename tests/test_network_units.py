@@ -73,8 +73,9 @@ def endpoint(**kw: object) -> Endpoint:
     return Endpoint(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def nft_check(batch: bytes) -> None:
-    """nft -c: the kernel validates the whole transaction, then it is thrown away."""
+def nft_check(*batches: bytes) -> None:
+    """nft -c: the kernel validates the batches as one transaction, then it is thrown away."""
+    batch = json.dumps({"nftables": [c for b in batches for c in json.loads(b)["nftables"]]}).encode()
     proc = subprocess.run(["nft", "-c", "-j", "-f", "-"], input=batch, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
 
@@ -83,21 +84,28 @@ def rules(batch: bytes) -> list[dict[str, object]]:
     return [c["add"]["rule"] for c in json.loads(batch)["nftables"] if "rule" in c.get("add", {})]
 
 
+def test_network_ruleset_is_accepted_by_the_kernel() -> None:
+    batch = nat.network_ruleset("aio0")
+    nft_check(batch)
+    assert [r["chain"] for r in rules(batch)] == ["forward"] * 6
+
+
 def test_ruleset_for_ports_and_nat_is_accepted_by_the_kernel() -> None:
     ep = endpoint(ports=nat.parse_ports({8080: 80, "5353/udp": 53}), nat=True)
     batch = nat.ruleset(ep, "10.88.0.0/24")
-    nft_check(batch)
-    by_chain = [r["chain"] for r in rules(batch) if r["table"] == ep.table]
+    nft_check(nat.network_ruleset("aio0"), batch)  # the NAT set is the network's
+    by_chain = [r["chain"] for r in rules(batch)]
     # two DNATs per port (from outside, from the host), two masquerades for the ports, one for NAT
     assert by_chain.count("prerouting") == by_chain.count("output") == 2
     assert by_chain.count("postrouting") == 3
-    assert [r["chain"] for r in rules(batch) if r["table"] == "aioruntime-aio0"] == ["forward"] * 6
+    assert {"add": {"element": {"family": "ip", "table": "aioruntime-aio0", "name": "nat", "elem": ["10.88.0.2"]}}} in (
+        json.loads(batch)["nftables"])
 
 
 def test_ruleset_without_ports_is_just_the_masquerade() -> None:
     batch = nat.ruleset(endpoint(nat=True), "10.88.0.0/24")
-    nft_check(batch)
-    assert [r["chain"] for r in rules(batch) if r["table"] != "aioruntime-aio0"] == ["postrouting"]
+    nft_check(nat.network_ruleset("aio0"), batch)
+    assert [r["chain"] for r in rules(batch)] == ["postrouting"]
 
 
 def test_removals_of_what_does_not_exist_are_accepted() -> None:

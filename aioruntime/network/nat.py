@@ -21,8 +21,9 @@ chains hook next to everyone else's:
   (loopback needs ``route_localnet`` on the bridge, set by the caller); with NAT the
   container's own traffic leaving by another interface is masqueraded too.
 
-Each network with such a container also has a table (``aioruntime-<network>``): the forward
-filter of ``_guard`` and the set of its NAT'd addresses, removed with the network.
+Each network also has a table (``aioruntime-<network>``, see ``network_ruleset``): the
+filter that keeps its forwarding bridge to what is asked of it, and the set of its NAT'd
+addresses.
 """
 
 from __future__ import annotations
@@ -98,22 +99,22 @@ def _nat_set(network: str) -> list[dict[str, Any]]:
     return [_add("table", name=table), _add("set", table=table, name="nat", type="ipv4_addr")]
 
 
-def _guard(network: str) -> list[dict[str, Any]]:
-    """The network's forward filter, made (again) whole, its NAT set kept.
+def network_ruleset(network: str) -> bytes:
+    """The batch that (re)makes the network's table: its forward filter and its NAT set.
 
-    A bridge forwards once one of its containers publishes a port or uses NAT (hairpin and
-    outbound traffic are routed); this keeps forwarding to exactly that: out of the bridge
-    only replies of published ports and NAT'd containers' traffic, into it only replies and
-    published ports. Other networks' containers and other hosts stay out, as before.
+    The bridge forwards (hairpin traffic to a published port and NAT'd traffic are routed);
+    this keeps forwarding to exactly that: out of the bridge only replies of published ports
+    and the traffic of NAT'd containers, into it only replies and published ports. Other
+    networks' containers and other hosts stay out.
     """
     table, bridge = network_table(network), network
     iif, oif = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
     dnat = _match({"ct": {"key": "status"}}, "dnat", "in")
     outgoing, incoming = (_match(iif, bridge), _match(oif, bridge, "!=")), (_match(iif, bridge, "!="), _match(oif, bridge))
     cmds = [
+        *_drop_table(table),  # a table left by a crash is replaced, not added to
         *_nat_set(network),
         _add("chain", table=table, name="forward", type="filter", hook="forward", prio=0, policy="accept"),
-        {"flush": {"chain": {"family": _FAMILY, "table": table, "name": "forward"}}},
     ]
     for expr in (
         [*outgoing, dnat, {"accept": None}],
@@ -124,13 +125,13 @@ def _guard(network: str) -> list[dict[str, Any]]:
         [*incoming, {"drop": None}],
     ):
         cmds.append(_add("rule", table=table, chain="forward", expr=expr))
-    return cmds
+    return json.dumps({"nftables": cmds}).encode()
 
 
 def ruleset(endpoint: Endpoint, subnet: str) -> bytes:
-    """The batch that makes the endpoint's table (it must not exist yet) and guards its network."""
+    """The batch that makes the endpoint's table (it must not exist yet)."""
     table = endpoint.table
-    out = [*_guard(endpoint.network), _add("table", name=table)]
+    out = [_add("table", name=table)]
     for name, hook, prio in (("prerouting", "prerouting", -100), ("output", "output", -100), ("postrouting", "postrouting", 100)):
         out.append(_add("chain", table=table, name=name, type="nat", hook=hook, prio=prio, policy="accept"))
 

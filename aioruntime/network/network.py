@@ -14,6 +14,7 @@ synchronous steps only, never across an await.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import secrets
 import warnings
@@ -34,7 +35,7 @@ from ..state import DEFAULT_ROOT
 from . import ipam, links, nat
 from .netns import open_netns
 from .registry import Endpoint, NetworkRecord, PortMapping, Registry, check_name
-from .release import delete_link, release_endpoints
+from .release import delete_link, forget, release_endpoints
 
 
 class Network:
@@ -71,7 +72,8 @@ class Network:
 
     @classmethod
     async def create(cls, name: str, subnet: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Network:
-        """Make the bridge ``name`` with the subnet's first address, and record the network under ``root``."""
+        """Make the bridge ``name`` with the subnet's first address and its nft table (see
+        ``nat.network_ruleset``), and record the network under ``root``."""
         check_name(name)
         net = ipam.parse_subnet(subnet)
         registry = Registry(root)
@@ -88,9 +90,15 @@ class Network:
                 registry.save(record)  # before the bridge: a crash leaves a record that delete() clears
             try:
                 await links.make_bridge(ipr, name, record.gateway, net.prefixlen)
+                await _nft(nat.network_ruleset(name))
+                # only now that the filter guards it: hairpin and NAT'd traffic are routed
+                links.set_sysctl(name, "forwarding", 1)
+                links.set_sysctl(name, "route_localnet", 1)  # a published port reached on 127.0.0.1
             except BaseException as e:
                 if not isinstance(e, BridgeInUseError):  # else made by someone else meanwhile: not ours
                     delete_link(name)
+                    with contextlib.suppress(NetworkError):  # nft missing or refusing: e says why
+                        nat.run(nat.network_removal(name))
                 with registry.lock():
                     registry.remove(name)
                 raise
@@ -118,8 +126,7 @@ class Network:
                 if not force:
                     raise NetworkInUseError(self.name, tuple(e.container for e in record.endpoints))
                 release_endpoints(registry, self.name, {e.container for e in record.endpoints})
-            if record.guarded:
-                nat.run(nat.network_removal(self.name))
+            nat.run(nat.network_removal(self.name))
             delete_link(self.name)
             registry.remove(self.name)
 
@@ -144,29 +151,28 @@ LINK_GONE_TIMEOUT = 2.0
 
 
 async def leave(root: str, container_id: str) -> None:
-    """The slow part of releasing a container's endpoints, without blocking the event loop.
+    """Release a container's endpoints without blocking the event loop.
 
     Called by ``Container.delete`` once the container's processes are dead, before the
-    synchronous ``release`` that every delete runs, which then finds nothing slow to do:
+    synchronous ``release`` that every delete runs, which then finds nothing left to do:
 
-    - the nft table is deleted by ``nft`` awaited through a pidfd, and the record updated;
+    - the nft table is deleted by ``nft`` awaited through a pidfd;
     - the veth pair is deleted by the kernel itself, in its own worker, with the container's
       network namespace, which the death of its processes ends: an RTM_DELLINK from here
       would hold the loop's thread through an RCU barrier (13-28 ms measured here) inside
       sendmsg(). We only await the link's RTM_DELLINK notification; if the namespace
-      outlives the container (something else holds it), ``release`` deletes the link after
-      ``LINK_GONE_TIMEOUT``.
+      outlives the container (something else holds it), the records stay after
+      ``LINK_GONE_TIMEOUT`` and ``release`` deletes the link.
     """
     registry = Registry(root)
     endpoints = registry.endpoints_of(container_id)
     for endpoint in endpoints:
         if endpoint.table:
             await _nft(nat.removal(endpoint))
-            with registry.lock():
-                record = registry.load(endpoint.network)
-                gone = tuple(e._replace(table="") if e == endpoint else e for e in record.endpoints)
-                registry.save(record._replace(endpoints=gone))
-    await links.wait_gone({e.link for e in endpoints}, LINK_GONE_TIMEOUT)
+    if await links.wait_gone({e.link for e in endpoints}, LINK_GONE_TIMEOUT):
+        with registry.lock():
+            for network in {e.network for e in endpoints}:
+                forget(registry, network, {container_id})
 
 
 async def attach(
@@ -195,9 +201,6 @@ async def attach(
                 await links.configure(ipr, endpoint.ifname, endpoint.address, endpoint.prefixlen, endpoint.gateway)
             if endpoint.table:
                 await _nft(nat.ruleset(endpoint, subnet))
-                # only now that the network's forward filter guards the bridge
-                links.set_sysctl(network.bridge, "forwarding", 1)  # hairpin, NAT, ports from afar
-                links.set_sysctl(network.bridge, "route_localnet", 1)  # 127.0.0.1:port reaches it
                 if endpoint.nat:
                     _warn_if_uplink_does_not_forward()
         except BaseException:
@@ -238,8 +241,7 @@ def allocate(
         ports=ports,
         nat=nat_out,
     )
-    guarded = record.guarded or bool(endpoint.table)
-    registry.save(record._replace(last=address, endpoints=(*record.endpoints, endpoint), guarded=guarded))
+    registry.save(record._replace(last=address, endpoints=(*record.endpoints, endpoint)))
     return endpoint, record.subnet
 
 

@@ -71,7 +71,6 @@ class NetworkRecord(NamedTuple):
     gateway: str  # the bridge's address, the containers' default route
     last: str = ""  # the address handed out last: the next search starts after it
     endpoints: tuple[Endpoint, ...] = ()
-    guarded: bool = False  # it has an nft table (nat.network_table): ports or NAT were used
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NetworkRecord:

@@ -14,6 +14,7 @@ import errno
 import os
 import struct
 
+from ..errors import NetworkNotFoundError
 from .registry import Endpoint, Registry
 
 RTM_DELLINK, NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR, IFLA_IFNAME = 17, 1, 4, 2, 3
@@ -53,12 +54,21 @@ def release_endpoints(registry: Registry, network: str, container_ids: set[str])
     Called with the registry locked; the records go last, so a crash half-way leaves them
     for the next delete to finish.
     """
-    record = registry.load(network)
-    leaving = [e for e in record.endpoints if e.container in container_ids]
-    for endpoint in leaving:
-        unmake(endpoint)
-    if leaving:
-        registry.save(record._replace(endpoints=tuple(e for e in record.endpoints if e.container not in container_ids)))
+    for endpoint in registry.load(network).endpoints:
+        if endpoint.container in container_ids:
+            unmake(endpoint)
+    forget(registry, network, container_ids)
+
+
+def forget(registry: Registry, network: str, container_ids: set[str]) -> None:
+    """Drop the records of ``container_ids``' endpoints on ``network`` (the registry locked)."""
+    try:
+        record = registry.load(network)
+    except NetworkNotFoundError:
+        return  # deleted meanwhile, with its endpoints
+    staying = tuple(e for e in record.endpoints if e.container not in container_ids)
+    if staying != record.endpoints:
+        registry.save(record._replace(endpoints=staying))
 
 
 def release_container(root: str, container_id: str) -> None:
