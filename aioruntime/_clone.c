@@ -18,7 +18,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <sys/personality.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -49,6 +52,9 @@ struct child {
     int root_fd;
     int slash_fd; /* "/" of the host, for paths outside the rootfs */
     int cwd_done;
+    int seccomp_late;    /* load the filter after every other step (no_new_privileges) */
+    unsigned int seccomp_flags;
+    struct sock_fprog seccomp;
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
     const char *argv_buf[AIO_MAX_STRS + 1];
@@ -239,6 +245,49 @@ static int do_symlink(int dir, const char *name, const struct record *r)
 static int do_unlink(int dir, const char *name, const struct record *r)
 {
     return unlinkat(dir, name, 0) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int write_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    size_t n = cstrlen(content);
+    ssize_t w = write(fd, content, n);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return w == (ssize_t)n ? 0 : -1;
+}
+
+static int hex_value(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* The filter arrives hex-encoded (plan strings end at NUL; BPF is full of them). */
+static int decode_filter(struct child *c, const char *hex)
+{
+    static struct sock_filter insns[BPF_MAXINSNS];
+    unsigned char *out = (unsigned char *)insns;
+    size_t n = cstrlen(hex);
+    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(insns))
+        return -1;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    c->seccomp.len = (unsigned short)(n / 2 / sizeof(struct sock_filter));
+    c->seccomp.filter = insns;
+    return 0;
+}
+
+static void load_filter(struct child *c)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, c->seccomp_flags, &c->seccomp) < 0)
+        fail(c, "seccomp", "", errno);
 }
 
 static int remount_ro(const char *path, int bind_first)
@@ -534,6 +583,23 @@ static void run_record(struct child *c, struct record *r, char *scratch)
             fail(c, "unshare", "cgroup namespace", errno);
         break;
     }
+    case AIO_OP_WRITE_FILE:
+        if (write_file(r->strs[0], r->strs[1]) < 0)
+            fail(c, "write", r->strs[0], errno);
+        break;
+    case AIO_OP_PERSONALITY:
+        if (personality((unsigned long)r->ints[0]) < 0)
+            fail(c, "personality", "", errno);
+        break;
+    case AIO_OP_SECCOMP:
+        /* ints: seccomp(2) flags, late; strs: the BPF program, hex */
+        if (decode_filter(c, r->strs[0]) < 0)
+            fail(c, "seccomp", "malformed filter", EINVAL);
+        c->seccomp_flags = (unsigned int)r->ints[0];
+        c->seccomp_late = (int)r->ints[1];
+        if (!c->seccomp_late)
+            load_filter(c);
+        break;
     case AIO_OP_ARGV:
         c->argv = copy_list(c->argv_buf, r);
         break;
@@ -606,6 +672,8 @@ static void child_main(const struct aio_spawn_args *args)
     if (!c.argv || !c.argv[0] || !c.envp)
         fail(&c, "plan", "no argv", EINVAL);
     resolve_exe(&c);
+    if (c.seccomp_late)
+        load_filter(&c);
     char ready = 'R';
     if (send(c.sync_fd, &ready, 1, MSG_NOSIGNAL) != 1)
         _exit(AIO_EXIT_SETUP_FAILED);

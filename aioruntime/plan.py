@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import resource
 import struct
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .spec import Capabilities, Mount, Spec
+from .spec import Capabilities, Linux, Mount, Spec
 from .spec.names import CAPABILITIES
 
 # <sys/mount.h>
@@ -180,6 +181,28 @@ class NoNewPrivsStep(NamedTuple):
     on: bool = True
 
 
+class WriteFileStep(NamedTuple):
+    """Write ``content`` to an existing file: a sysctl under /proc/sys, oom_score_adj."""
+
+    path: str
+    content: str
+
+
+class PersonalityStep(NamedTuple):
+    persona: int  # personality(2): the execution domain and its flags
+
+
+class SeccompStep(NamedTuple):
+    """Load the BPF filter; ``late`` (with no_new_privileges) loads it after every other step,
+    just before the init reports ready, so as few syscalls as possible run under it.
+    Without no_new_privileges it must come before the capabilities are dropped: loading a
+    filter then needs CAP_SYS_ADMIN (as runc orders it)."""
+
+    program: bytes
+    flags: int
+    late: bool
+
+
 class UmaskStep(NamedTuple):
     mask: int
 
@@ -211,6 +234,7 @@ Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
     | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
+    | WriteFileStep | PersonalityStep | SeccompStep
 )
 
 
@@ -305,6 +329,61 @@ def _capability_steps(caps: Capabilities) -> tuple[Step, Step]:
     )
 
 
+# sysctls each namespace makes the container's own (runc's list); anything else is the host's
+_IPC_SYSCTLS = frozenset({
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+    "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+})
+_UTS_SYSCTLS = frozenset({"kernel.domainname", "kernel.hostname"})
+
+
+def _check_sysctl(key: str, linux: Linux) -> None:
+    def own(kind: str) -> bool:
+        ns = linux.namespace(kind)
+        return ns is not None and ns.path is None
+
+    where = f'linux.sysctl["{key}"]'
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if not own("ipc"):
+            raise ConfigError(where, "an ipc sysctl needs the container's own ipc namespace")
+    elif key.startswith("net."):
+        if not own("network"):
+            raise ConfigError(where, "a net sysctl needs the container's own network namespace")
+    elif key in _UTS_SYSCTLS:
+        if not own("uts"):
+            raise ConfigError(where, "a uts sysctl needs the container's own uts namespace")
+    else:
+        raise ConfigError(where, "not a namespaced sysctl: it would change the host for every process")
+
+
+def _check_rlimit(i: int, name: str, hard: int) -> None:
+    """Raising a hard limit needs CAP_SYS_RESOURCE: say so here, not as an EPERM from the init."""
+    current = resource.getrlimit(RLIMITS[name])[1]
+    if current != resource.RLIM_INFINITY and hard > current and not _has_capability(CAPABILITIES.index("CAP_SYS_RESOURCE")):
+        raise ConfigError(
+            f"process.rlimits[{i}].hard",
+            f"{name} hard limit {hard} is above this runtime's own ({current}) and CAP_SYS_RESOURCE is missing",
+        )
+
+
+def _has_capability(cap: int) -> bool:
+    with open("/proc/self/status") as f:
+        eff = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(eff.split()[1], 16) >> cap & 1)
+
+
+PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def _persona(personality: Mapping[str, Any]) -> int:
+    domain = personality.get("domain")
+    if domain not in PERSONALITY_DOMAINS:
+        raise ConfigError("linux.personality.domain", f"expected LINUX or LINUX32, got {domain!r}")
+    if personality.get("flags"):
+        raise ConfigError("linux.personality.flags", "personality flags are not supported (runc supports none either)")
+    return PERSONALITY_DOMAINS[domain]
+
+
 def _home(rootfs: str, uid: int) -> str:
     """HOME from the container's /etc/passwd, as runc sets it when the config does not."""
     try:
@@ -348,7 +427,10 @@ def build(
         raise ConfigError("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}")
 
     root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
-    steps: list[Step] = [
+    steps: list[Step] = []
+    if spec.process.oom_score_adj is not None:  # the host's /proc: the init's own entry
+        steps.append(WriteFileStep("/proc/self/oom_score_adj", str(spec.process.oom_score_adj)))
+    steps += [
         # nothing the container mounts may propagate back to the host
         MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
         MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
@@ -386,6 +468,9 @@ def build(
     steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
     if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
         steps.append(MountStep("", "/", "", "", root_prop))
+    for key, value in linux.sysctl.items():  # before /proc/sys is made read-only
+        _check_sysctl(key, linux)
+        steps.append(WriteFileStep("/proc/sys/" + key.replace(".", "/"), value))
     steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
     steps.extend(MaskStep(p) for p in linux.masked_paths)
     if spec.root.readonly:
@@ -396,9 +481,18 @@ def build(
         steps.append(DomainnameStep(spec.domainname))
 
     proc = spec.process
+    for i, r in enumerate(proc.rlimits):
+        _check_rlimit(i, r.type, r.hard)
     steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
+    if linux.personality is not None:
+        steps.append(PersonalityStep(_persona(linux.personality)))
     if proc.no_new_privileges:
         steps.append(NoNewPrivsStep())
+    if linux.seccomp is not None:
+        from .seccomp import compile_profile
+
+        bpf = compile_profile(linux.seccomp)
+        steps.append(SeccompStep(bpf.program, bpf.flags, late=proc.no_new_privileges))
     user = proc.user
     for name, values in (("args", proc.args), ("env", proc.env)):
         if len(values) > MAX_STRINGS - 2:
@@ -483,6 +577,12 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("UMASK", [step.mask])
             case ChdirStep():
                 rec("CHDIR", [int(step.before_user)], [step.path])
+            case WriteFileStep():
+                rec("WRITE_FILE", [], [step.path, step.content])
+            case PersonalityStep():
+                rec("PERSONALITY", [step.persona])
+            case SeccompStep():
+                rec("SECCOMP", [step.flags, int(step.late)], [step.program.hex()])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare], step.cgroup_procs)
             case ExecStep():
