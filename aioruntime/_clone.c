@@ -8,7 +8,8 @@
  *
  * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
  * preserved fds):
- *   parent -> child  'G'          cgroups made: join them and go on past WAIT_GO
+ *   parent -> child  'M'          (user namespace) id maps written: go on past WAIT_MAPS
+ *   parent -> child  'G' + fds    cgroup.procs files opened: join them, go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo
  *   child  -> parent struct aio_error   a step failed (then the child exits)
  * EOF instead of 'G' means the parent died: the child exits quietly.
@@ -245,6 +246,31 @@ static int do_symlink(int dir, const char *name, const struct record *r)
 static int do_unlink(int dir, const char *name, const struct record *r)
 {
     return unlinkat(dir, name, 0) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* The parent's go: one byte 'G', with the cgroup.procs fds to join. Returns their count. */
+static int recv_go(int sock, int fds[AIO_MAX_JOIN])
+{
+    char go = 0;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
+    } control;
+    struct iovec iov = {&go, 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1 || go != 'G')
+        return -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+        return 0;
+    int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(fds, CMSG_DATA(cm), (size_t)n * sizeof(int));
+    return n;
 }
 
 static int write_file(const char *path, const char *content)
@@ -567,17 +593,30 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         else if (!r->ints[0] || (errno != EACCES && errno != EPERM))
             fail(c, "chdir", r->strs[0], errno);
         break;
+    case AIO_OP_WAIT_MAPS: {
+        /* in a new user namespace nothing touches a file before the parent wrote the id maps */
+        char maps = 0;
+        if (recv(c->sync_fd, &maps, 1, 0) != 1 || maps != 'M')
+            _exit(AIO_EXIT_SETUP_FAILED);
+        /* the init still has the host's ids, unmapped here: become the namespace's root */
+        if (setgroups(0, NULL) < 0 && errno != EPERM)
+            fail(c, "setgroups in the user namespace", "", errno);
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            fail(c, "become root of the user namespace", "uid and gid 0 must be mapped", errno);
+        break;
+    }
     case AIO_OP_WAIT_GO: {
-        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP);
-         * strs: the cgroup.procs files to join */
-        char go = 0;
-        if (recv(c->sync_fd, &go, 1, 0) != 1 || go != 'G')
+        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP); strs: the
+         * cgroup.procs files, which arrive opened with the go (the parent's credentials
+         * are what the kernel checks, so this works from a user namespace too) */
+        int fds[AIO_MAX_JOIN];
+        int n = recv_go(c->sync_fd, fds);
+        if (n < 0)
             _exit(AIO_EXIT_SETUP_FAILED); /* the parent died or gave up: leave quietly */
-        for (uint32_t i = 0; i < r->nstr; i++) {
-            int fd = open(r->strs[i], O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || write(fd, "0", 1) != 1)
-                fail(c, "join cgroup", r->strs[i], errno);
-            close(fd);
+        for (int i = 0; i < n; i++) {
+            if (write(fds[i], "0", 1) != 1)
+                fail(c, "join cgroup", i < (int)r->nstr ? r->strs[i] : "", errno);
+            close(fds[i]);
         }
         if (r->ints[0] && unshare((int)r->ints[0]) < 0)
             fail(c, "unshare", "cgroup namespace", errno);
@@ -696,6 +735,33 @@ static void child_main(const struct aio_spawn_args *args)
         write(2, why, cstrlen(why));
     write(2, "\n", 1);
     _exit(err == ENOENT ? 127 : 126);
+}
+
+int aio_send_go(int sock, const int *fds, int n)
+{
+    char go = 'G';
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
+    } control;
+    struct iovec iov = {&go, 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    memset(&control, 0, sizeof(control));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (n > AIO_MAX_JOIN)
+        return -EINVAL;
+    if (n > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
 int aio_sync_pair(int fds[2])

@@ -56,9 +56,10 @@ _IGNORED_OPTIONS = frozenset({"tmpcopyup", "idmap", "ridmap", "nocopyup", "copyu
 
 NAMESPACE_FLAGS: dict[str, int] = {
     "pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000,
-    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000,
+    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "user": 0x10000000,
 }
 CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
+CLONE_NEWUSER = NAMESPACE_FLAGS["user"]
 
 S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
 DEVICE_TYPES = {"c": S_IFCHR, "u": S_IFCHR, "b": S_IFBLK, "p": S_IFIFO}
@@ -225,6 +226,14 @@ class WaitGoStep(NamedTuple):
     unshare: int = 0
 
 
+class WaitMapsStep(NamedTuple):
+    """In a new user namespace: wait until the parent has written the uid and gid maps.
+
+    First of all steps: until then every file the init touches would be unmapped."""
+
+    on: bool = True
+
+
 class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -234,7 +243,7 @@ Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
     | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
-    | WriteFileStep | PersonalityStep | SeccompStep
+    | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep
 )
 
 
@@ -423,11 +432,13 @@ def build(
             unshare_flags |= CLONE_NEWCGROUP
         else:
             clone_flags |= NAMESPACE_FLAGS[ns.type]
+    if clone_flags & CLONE_NEWUSER and not (linux.uid_mappings and linux.gid_mappings):
+        raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
     if not clone_flags & NAMESPACE_FLAGS["mount"]:
         raise ConfigError("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}")
 
     root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
-    steps: list[Step] = []
+    steps: list[Step] = [WaitMapsStep()] if clone_flags & CLONE_NEWUSER else []
     if spec.process.oom_score_adj is not None:  # the host's /proc: the init's own entry
         steps.append(WriteFileStep("/proc/self/oom_score_adj", str(spec.process.oom_score_adj)))
     steps += [
@@ -457,7 +468,12 @@ def build(
             target = host_path(rootfs, path)
             steps.append(MkdirStep(posixpath.dirname(target)))
             steps.append(UnlinkStep(target))
-            steps.append(MknodStep(target, mode, major, minor, uid, gid))
+            if clone_flags & CLONE_NEWUSER:  # no mknod in a user namespace: bind the host's node
+                if not os.path.exists(path):
+                    raise ConfigError("linux.devices", f"{path} must exist on the host to be bound into a user namespace")
+                steps.append(MountStep(path, target, "", "", MS_BIND, make=2))
+            else:
+                steps.append(MknodStep(target, mode, major, minor, uid, gid))
         for src, link in DEV_SYMLINKS:
             steps.append(SymlinkStep(src, host_path(rootfs, link)))
         if os.path.exists("/proc/kcore"):
@@ -583,6 +599,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("PERSONALITY", [step.persona])
             case SeccompStep():
                 rec("SECCOMP", [step.flags, int(step.late)], [step.program.hex()])
+            case WaitMapsStep():
+                rec("WAIT_MAPS", [])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare], step.cgroup_procs)
             case ExecStep():

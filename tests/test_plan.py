@@ -639,7 +639,7 @@ def test_namespace_path_is_not_supported_yet(rootfs: Path) -> None:
 
 
 def test_unsupported_namespace_type(rootfs: Path) -> None:
-    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "user"}]
+    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "time"}]
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, linux={"namespaces": namespaces})
     assert e.value.path == f"linux.namespaces[{len(namespaces) - 1}].type"

@@ -8,7 +8,10 @@ and reports what happened; the test checks the attempt failed and the host is un
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, status_fields
 
 from aioruntime import ConfigError
-from aioruntime.container import Container
+from aioruntime.container import PIPE, Container
 from aioruntime.seccomp import compile_profile
 
 ALLOW = "SCMP_ACT_ALLOW"
@@ -263,3 +266,66 @@ async def test_setuid_binary_under_no_new_privileges(
         process={"user": {"uid": 1000, "gid": 1000}, "noNewPrivileges": True},
     ))
     assert out.split() == ["1000"]  # the setuid bit was not honoured
+
+
+# --- user namespaces ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def userns_rootfs(rootfs: Path) -> Iterator[Path]:
+    """A copy of the rootfs owned by host uid/gid 100000 (container root), under a 0755 path
+    the mapped root can walk (pytest's temp dirs are 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="aioruntime-userns-", dir="/tmp"))
+    top.chmod(0o755)
+    root = copy_rootfs(rootfs, top / "rootfs")
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            st = os.lstat(name)
+            os.lchown(name, HOST_ROOT + st.st_uid, HOST_ROOT + st.st_gid)
+    yield root
+    shutil.rmtree(top)
+
+
+HOST_ROOT = 100000
+USERNS = {
+    "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user")],
+    "uidMappings": [{"containerID": 0, "hostID": HOST_ROOT, "size": 65536}],
+    "gidMappings": [{"containerID": 0, "hostID": HOST_ROOT, "size": 65536}],
+}
+
+
+async def test_user_namespace_root_is_an_unprivileged_host_uid(
+    bundle: BundleFactory, state_root: Path, cid: str, userns_rootfs: Path
+) -> None:
+    b = bundle(
+        sh("id -u; cat /proc/self/uid_map; touch /made-inside && echo wrote; ls -ln /made-inside; cat /proc/self/status"),
+        root={"path": str(userns_rootfs), "readonly": False},
+        linux=USERNS,
+    )
+    c = Container(cid, b, root=state_root, stdout=PIPE)
+    await c.create()
+    try:
+        assert c.pid is not None
+        host = status_fields(Path(f"/proc/{c.pid}/status").read_text())
+        assert host["Uid"].split()[0] == str(HOST_ROOT)  # the host sees an unprivileged uid
+        assert os.readlink(f"/proc/{c.pid}/ns/user") != os.readlink("/proc/self/ns/user")
+        await c.start()
+        assert c.stdout is not None
+        out = (await c.stdout.read()).decode()
+        assert await c.wait() == 0
+    finally:
+        await c.delete(force=True)
+    lines = out.splitlines()
+    assert lines[0] == "0"  # root inside
+    assert lines[1].split() == ["0", str(HOST_ROOT), "65536"]
+    assert "wrote" in out
+    assert (userns_rootfs / "made-inside").stat().st_uid == HOST_ROOT
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+
+
+async def test_user_namespace_without_mappings_is_refused(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    b = bundle(["true"], linux={"namespaces": USERNS["namespaces"]})
+    with pytest.raises(ConfigError) as e:
+        await Container(cid, b, root=state_root).create()
+    assert e.value.path == "linux.uidMappings"
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))

@@ -85,9 +85,11 @@ class Creation:
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
+            if plan.clone_flags & planning.CLONE_NEWUSER:
+                spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings)
             self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
-            spawn.go(self.init)
+            spawn.go(self.init, plan)
         except BaseException:
             self.abort()
             raise
