@@ -12,7 +12,7 @@ import os
 import posixpath
 import resource
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
@@ -163,6 +163,7 @@ class UserStep(NamedTuple):
     uid: int
     gid: int
     additional_gids: tuple[int, ...] = ()
+    setgroups: bool = True  # False where the user namespace denies it (rootless)
 
 
 class BoundingStep(NamedTuple):
@@ -289,11 +290,17 @@ def _is_bind(m: Mount) -> bool:
 _CGROUP_TMPFS = "mode=755"  # marks the tmpfs under which the cgroup hierarchies are mounted
 
 
-def _mount_steps(i: int, m: Mount, rootfs: str, bundle: str, cgroups: Iterable[CgroupMount], cgroupns: bool) -> list[Step]:
+def _mount_steps(
+    i: int, m: Mount, rootfs: str, bundle: str, cgroups: Sequence[CgroupMount], cgroupns: bool, rootless: bool
+) -> list[Step]:
     target = host_path(rootfs, m.destination)
     flags, prop, data = mount_options(m.options)
     steps: list[Step] = []
-    if m.type == "cgroup":
+    if m.type == "cgroup" and rootless and not cgroups:
+        # no cgroup of its own (an unprivileged runtime): the host's tree, read-only
+        steps.append(MountStep("/sys/fs/cgroup", target, "", "", MS_BIND | MS_REC, make=1))
+        steps.append(MountStep("", target, "", "", MS_BIND | MS_REMOUNT | MS_REC | flags | MS_RDONLY))
+    elif m.type == "cgroup":
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
         steps.append(MountStep("tmpfs", target, "tmpfs", _CGROUP_TMPFS, base, make=1))
         for cg in cgroups:
@@ -410,10 +417,15 @@ def build(
     spec: Spec,
     *,
     bundle: str,
-    cgroups: Iterable[CgroupMount] = (),
+    cgroups: Sequence[CgroupMount] = (),
     no_pivot: bool = False,
+    rootless: bool = False,
 ) -> Plan:
-    """The init's steps for ``spec``; ``bundle`` anchors relative paths."""
+    """The init's steps for ``spec``; ``bundle`` anchors relative paths.
+
+    ``rootless``: the runtime is not root; its user namespace denies setgroups, and
+    without ``cgroups`` (none could be made) /sys/fs/cgroup shows the host's, read-only.
+    """
     if spec.root is None:
         raise ConfigError("root", "the config has no root: a container needs a root filesystem")
     if spec.process is None:
@@ -447,9 +459,8 @@ def build(
         MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
         RootfsStep(rootfs),
     ]
-    cgroups = tuple(cgroups)
     for i, m in enumerate(spec.mounts):
-        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP)))
+        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP), rootless))
 
     dev_is_bind = any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts)
     if not dev_is_bind:
@@ -515,12 +526,15 @@ def build(
             raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
     if len(user.additional_gids) > 64:
         raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    if rootless and user.additional_gids:
+        raise ConfigError("process.user.additionalGids", "an unprivileged runtime's user namespace cannot set groups")
+    as_user = UserStep(user.uid, user.gid, user.additional_gids, setgroups=not rootless)
     steps.append(ChdirStep(proc.cwd, before_user=True))
     if proc.capabilities is not None:
         bounding, caps = _capability_steps(proc.capabilities)
-        steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
+        steps += [bounding, KeepCapsStep(True), as_user, KeepCapsStep(False), caps]
     else:
-        steps.append(UserStep(user.uid, user.gid, user.additional_gids))
+        steps.append(as_user)
     steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
     steps.append(ChdirStep(proc.cwd))
     env = list(proc.env)
@@ -581,8 +595,7 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
             case KeepCapsStep():
                 rec("KEEPCAPS", [int(step.on)])
             case UserStep():
-                # setgroups is skipped only when it would be refused (a later user-namespace issue)
-                rec("USER", [step.uid, step.gid, 1, *step.additional_gids])
+                rec("USER", [step.uid, step.gid, int(step.setgroups), *step.additional_gids])
             case BoundingStep():
                 rec("CAPS_BOUNDING", [last_cap, step.keep])
             case CapsStep():

@@ -84,8 +84,16 @@ def go(init: Init, plan: Plan) -> None:
             os.close(fd)
 
 
-def write_id_maps(init: Init, uid_mappings: Iterable[IDMapping], gid_mappings: Iterable[IDMapping]) -> None:
-    """Write the user namespace's maps while the init waits (WaitMapsStep), then release it."""
+def write_id_maps(
+    init: Init, uid_mappings: Iterable[IDMapping], gid_mappings: Iterable[IDMapping], *, deny_setgroups: bool = False
+) -> None:
+    """Write the user namespace's maps while the init waits (WaitMapsStep), then release it.
+
+    An unprivileged writer may map only itself, and a gid map only once setgroups is denied.
+    """
+    if deny_setgroups:
+        with open(f"/proc/{init.pid}/setgroups", "w") as f:
+            f.write("deny")
     for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
         text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
         try:

@@ -7,9 +7,12 @@ and reports what happened; the test checks the attempt failed and the host is un
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, status_fields
 
+import aioruntime
 from aioruntime import ConfigError
 from aioruntime.container import PIPE, Container
 from aioruntime.seccomp import compile_profile
@@ -329,3 +333,46 @@ async def test_user_namespace_without_mappings_is_refused(bundle: BundleFactory,
         await Container(cid, b, root=state_root).create()
     assert e.value.path == "linux.uidMappings"
     assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+
+
+# --- an unprivileged runtime ----------------------------------------------------------------
+
+
+def _as_user(uid: int, xdg: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI run by ``uid`` (no capabilities, no groups), its state under ``xdg``."""
+    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(xdg), "PYTHONPATH": str(Path(aioruntime.__file__).parents[1])}
+    return subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", sys.executable, AIORUNTIME_SCRIPT, *argv],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+AIORUNTIME_SCRIPT = str(Path(__file__).parents[1] / "bin/aioruntime")
+
+
+def test_rootless_spec_runs_as_an_unprivileged_user(rootfs: Path) -> None:
+    uid = 1000
+    top = Path(tempfile.mkdtemp(prefix="aioruntime-rootless-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        bundle = top / "bundle"
+        copy_rootfs(rootfs, bundle / "rootfs")
+        xdg = top / "xdg"
+        xdg.mkdir(mode=0o700)
+        for p in [top, *top.rglob("*")]:
+            os.lchown(p, uid, uid)
+        probe = _as_user(uid, xdg, "--version")
+        if probe.returncode != 0:
+            pytest.skip(f"uid {uid} cannot run this Python or package: {probe.stderr.strip()[-200:]}")
+        spec = _as_user(uid, xdg, "spec", "--rootless", "-b", str(bundle))
+        assert spec.returncode == 0, spec.stderr
+        cfg = json.loads((bundle / "config.json").read_text())
+        cfg["process"].update(terminal=False, args=["sh", "-c", "id -u; cat /proc/self/uid_map"])
+        (bundle / "config.json").write_text(json.dumps(cfg))
+        run_ = _as_user(uid, xdg, "run", "-b", str(bundle), "rootless1")
+        assert run_.returncode == 0, run_.stderr
+        lines = run_.stdout.splitlines()
+        assert lines[0] == "0" and lines[1].split() == ["0", str(uid), "1"]
+        assert not list((xdg / "aioruntime").iterdir())  # deleted after the run
+    finally:
+        shutil.rmtree(top)
