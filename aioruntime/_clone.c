@@ -598,6 +598,7 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         char maps = 0;
         if (recv(c->sync_fd, &maps, 1, 0) != 1 || maps != 'M')
             _exit(AIO_EXIT_SETUP_FAILED);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         /* the init still has the host's ids, unmapped here: become the namespace's root */
         if (setgroups(0, NULL) < 0 && errno != EPERM)
             fail(c, "setgroups in the user namespace", "", errno);
@@ -699,7 +700,10 @@ static void child_main(const struct aio_spawn_args *args)
     c.root_fd = -1;
     c.slash_fd = -1;
     reset_signals();
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* not dumpable, so nothing in the container can open /proc/<init>/...; in a new user
+     * namespace only once the parent (maybe unprivileged) has written our id maps */
+    if (!(args->clone_flags & CLONE_NEWUSER))
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     arrange_fds(&c);
     if (setsid() < 0)
         fail(&c, "setsid", "", errno);

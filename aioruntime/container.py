@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from .ops.create import Creation
-from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
+from .errors import ContainerExistsError, ContainerNotFoundError
 from .ops import lifecycle
 from .spec import Spec
 from .state import DEFAULT_ROOT, State, Store, check_id
