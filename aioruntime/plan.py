@@ -508,6 +508,7 @@ def build(
         steps.append(DomainnameStep(spec.domainname))
 
     proc = spec.process
+    process_steps = len(steps)  # from here the init's own settings: limits, seccomp, caps, user
     for i, r in enumerate(proc.rlimits):
         _check_rlimit(i, r.type, r.hard)
     steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
@@ -543,7 +544,11 @@ def build(
     if not any(e.startswith("HOME=") for e in env):
         env.append("HOME=" + _home(rootfs, user.uid))
     steps.append(ExecStep(proc.args, tuple(env)))
-    go = next((i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS), len(steps) - 1)
+    # before the first cgroup mount, else before the init drops what joining and unsharing need
+    go = next(
+        (i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS),
+        process_steps,
+    )
     steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
 

@@ -769,3 +769,12 @@ def test_encode_refuses_nul_bytes(rootfs: Path) -> None:
     p = Plan((HostnameStep("a\0b"),), 0, str(rootfs))
     with pytest.raises(ConfigError):
         encode(p, ops_in_header(), 40)
+
+
+def test_go_comes_before_the_process_settings_without_a_cgroup_mount(rootfs: Path) -> None:
+    # joining and unsharing the cgroup namespace need the privileges the user switch drops
+    mounts = [m for m in default_spec()["mounts"] if m["type"] != "cgroup"]
+    p = plan_of(rootfs, cgroups=CGROUPS, mounts=mounts)
+    go = next(i for i, s in enumerate(p.steps) if isinstance(s, WaitGoStep))
+    first_process_step = next(i for i, s in enumerate(p.steps) if isinstance(s, (RlimitStep, ChdirStep, UserStep)))
+    assert go < first_process_step
