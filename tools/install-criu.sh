@@ -2,8 +2,10 @@
 # install-criu.sh: make sure a working CRIU is there for checkpoint/restore; print its path.
 #
 # Debian 12's criu 3.17 fails on kernels >= 6.13 ("vdso: Unexpected rt vDSO area bounds",
-# fixed upstream in 4.1) and trixie's .deb needs a newer glibc, so the upstream tarball
-# of trixie's source package is built here instead:
+# fixed in 4.1), and 4.1 cannot dump a TCP socket on kernels >= 6.16 (it asks for
+# SO_PASSCRED, now refused outside unix and netlink sockets; fixed in 4.2). Debian's newer
+# .debs need a newer glibc, so the upstream tarball of forky's (testing's) source package
+# is built here instead:
 #   - build dependencies from apt;
 #   - the source index through a private apt source list (its lists and cache under the
 #     cache directory, the system's apt configuration untouched), signed by Debian's key;
@@ -12,7 +14,7 @@
 #
 # usage: tools/install-criu.sh [--rebuild]     (as root; progress on stderr)
 #   stdout: the path of a working criu, for "aioruntime --criu PATH" or AIORUNTIME_CRIU
-# env: XDG_CACHE_HOME (cache root, default /var/cache), CRIU_SUITE (default trixie),
+# env: XDG_CACHE_HOME (cache root, default /var/cache), CRIU_SUITE (default forky),
 #      DEBIAN_MIRROR (default: the Debian archive apt already uses)
 set -euo pipefail
 die() { echo "install-criu: $*" >&2; exit 2; }
@@ -20,7 +22,7 @@ log() { echo "install-criu: $*" >&2; }
 
 C=${XDG_CACHE_HOME:-/var/cache}/aioruntime/criu
 BIN=$C/bin/criu
-SUITE=${CRIU_SUITE:-trixie}
+SUITE=${CRIU_SUITE:-forky}
 [[ $EUID -eq 0 ]] || die "run as root (apt-get, criu check)"
 case ${1:-} in --rebuild) rm -f "$BIN" ;; "") ;; *) die "usage: $0 [--rebuild]" ;; esac
 
@@ -28,7 +30,9 @@ case ${1:-} in --rebuild) rm -f "$BIN" ;; "") ;; *) die "usage: $0 [--rebuild]" 
 version() { "$1" --version 2>/dev/null | awk '/^Version:/ { split($2, v, "."); print v[1] + 0, v[2] + 0; exit }'; }
 # the oldest CRIU this kernel works with (as aioruntime/criu/version.py says)
 read -r kmaj kmin _ < <(uname -r | awk -F'[.-]' '{ print $1, $2 }')
-if ((kmaj > 6 || (kmaj == 6 && kmin >= 13))); then need=(4 1); else need=(3 15); fi
+if ((kmaj > 6 || (kmaj == 6 && kmin >= 16))); then need=(4 2)
+elif ((kmaj == 6 && kmin >= 13)); then need=(4 1)
+else need=(3 15); fi
 works() {
     local v
     v=$(version "$1") && [[ -n $v ]] || return 1

@@ -62,7 +62,8 @@ def open_dir(path: str) -> int:
 
 
 def with_log(error: CriuError, log: str) -> CriuError:
-    """``error`` with CRIU's last error line from ``log`` and where to read the rest."""
+    """``error`` with CRIU's last error line from ``log`` (the cause, where the first one
+    CRIU answers with may be a harmless warning) and where to read the rest."""
     last = ""
     try:
         with open(log, errors="replace") as f:
@@ -71,5 +72,5 @@ def with_log(error: CriuError, log: str) -> CriuError:
                     last = line.strip()
     except OSError:
         return error
-    detail = f" ({last})" if last else ""
-    return CriuError(f"{error}{detail}; see {log}", log)
+    what = str(error).partition(": ")[0]
+    return CriuError(f"{what}: {last or error}; see {log}", log)

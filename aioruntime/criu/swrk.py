@@ -41,18 +41,18 @@ def blocking(wait: Wait[T]) -> T:
 
 
 class Swrk:
-    """A running ``criu swrk``; ``stdio`` become its fds 0-2 (a restored tree's stdio)
-    and ``pass_fds`` stay open in it (fds named in ``inherit_fd``)."""
+    """A running ``criu swrk``; ``stdio`` become its fds 0-2, -1 meaning ours (a restored
+    tree's stdio: criu passes on its own where ``inherit_fd`` says)."""
 
-    def __init__(self, criu: str, *, stdio: Sequence[int | None] = (None, None, None), pass_fds: Sequence[int] = ()) -> None:
+    def __init__(self, criu: str, *, stdio: Sequence[int] = (-1, -1, -1)) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(
                 [criu, "swrk", str(theirs.fileno())],
-                stdin=stdio[0] if stdio[0] is not None else subprocess.DEVNULL,
-                stdout=stdio[1],
-                stderr=stdio[2],
-                pass_fds=(theirs.fileno(), *pass_fds),
+                stdin=stdio[0] if stdio[0] >= 0 else None,
+                stdout=stdio[1] if stdio[1] >= 0 else None,
+                stderr=stdio[2] if stdio[2] >= 0 else None,
+                pass_fds=(theirs.fileno(),),
             )
         except OSError as e:
             ours.close()
@@ -98,6 +98,8 @@ class Swrk:
     def kill(self) -> None:
         """Abandon the session: SIGKILL and reap criu (for errors and cancellation)."""
         self.sock.close()
+        if self.process.returncode is not None:
+            return  # reaped by finish()
         try:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except ProcessLookupError:

@@ -14,10 +14,13 @@ INSTALL_HINT = "tools/install-criu.sh in aioruntime's source builds one"
 
 
 def minimum(kernel_release: str | None = None) -> tuple[int, int]:
-    """The oldest CRIU that works here: from Linux 6.13 the vDSO layout needs CRIU 4.1;
-    before, 3.15 (external pid namespaces, the cgroup2 freezer)."""
+    """The oldest CRIU that works here: from Linux 6.16 CRIU must not ask a TCP socket for
+    SO_PASSCRED (4.2); from 6.13 it must know the new vDSO layout (4.1); before, 3.15
+    (external pid namespaces, the cgroup2 freezer)."""
     found = re.match(r"(\d+)\.(\d+)", kernel_release or os.uname().release)
     kernel = (int(found[1]), int(found[2])) if found else (0, 0)
+    if kernel >= (6, 16):
+        return (4, 2)
     return (4, 1) if kernel >= (6, 13) else (3, 15)
 
 
@@ -45,3 +48,15 @@ def check(swrk: Swrk, path: str) -> Wait[tuple[int, int, int]]:
             "criu=PATH or AIORUNTIME_CRIU)"
         )
     return found
+
+
+def require_memory_tracking(swrk: Swrk) -> Wait[None]:
+    """A pre-dump (and a dump on top of one) needs the kernel to track changed pages."""
+    answer = yield from swrk.call(
+        rpc.criu_req(type=rpc.FEATURE_CHECK, features=rpc.criu_features(mem_track=True), keep_open=True)
+    )
+    if not answer.features.mem_track:
+        raise CriuError(
+            "pre-dump needs memory change tracking, which this kernel lacks (CONFIG_MEM_SOFT_DIRTY): "
+            "checkpoint without --pre-dump and --parent-path"
+        )

@@ -50,6 +50,14 @@ def _freezer(cgroup_paths: dict[str, str]) -> str | None:
     return None
 
 
+def _thaw(freezer: str) -> None:
+    try:
+        with open(os.path.join(freezer, "freezer.state"), "w") as f:
+            f.write("THAWED")
+    except OSError:
+        pass  # the cgroup is gone with the container
+
+
 def checkpoint(store: Store, container_id: str, options: CheckpointOptions, *, criu: str | None = None) -> Wait[bool]:
     """Dump the container with CRIU; True when its processes are gone (delete it next)."""
     criu_path = version.locate(criu)
@@ -82,10 +90,14 @@ def checkpoint(store: Store, container_id: str, options: CheckpointOptions, *, c
             swrk = Swrk(criu_path)
             try:
                 yield from version.check(swrk, criu_path)
+                if options.pre_dump or options.parent_path:
+                    yield from version.require_memory_tracking(swrk)
                 yield from swrk.call(request)
                 yield from swrk.finish()
             except BaseException as e:
                 swrk.kill()
+                if freezer is not None:
+                    _thaw(freezer)  # criu killed while the tree was frozen
                 if isinstance(e, CriuError):
                     raise with_log(e, os.path.join(options.work_path or options.image_path, DUMP_LOG)) from None
                 raise

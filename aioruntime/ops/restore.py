@@ -87,11 +87,11 @@ def restore(
     bundle: str | os.PathLike[str],
     options: RestoreOptions,
     *,
-    stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    stdio: tuple[int, int, int] = (-1, -1, -1),
     criu: str | None = None,
 ) -> Wait[Restored]:
     """Restore the checkpoint in ``options.image_path`` as container ``container_id``;
-    ``stdio`` (None: ours) replaces the pipes and outside files the init had as fds 0-2."""
+    ``stdio`` (-1: ours) replaces the pipes and outside files the init had as fds 0-2."""
     check_id(container_id)
     criu_path = version.locate(criu)
     mode = cgroup_mode(options.manage_cgroups_mode)
