@@ -57,6 +57,10 @@ fi
 
 # 3a. ./setup.sh test: the whole test suite, then the type check; fails if either does.
 if [[ $mode == test ]]; then
+    # checkpoint/restore tests need a CRIU that works on this kernel (built once, cached)
+    log "tools/install-criu.sh"
+    AIORUNTIME_CRIU=$(tools/install-criu.sh </dev/null)
+    export AIORUNTIME_CRIU
     status=0
     log "pytest"
     .venv/bin/python -m pytest -q tests </dev/null || status=$?
