@@ -14,23 +14,25 @@ import signal
 import subprocess
 from collections.abc import Callable
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from .ops.create import Creation
-from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
+from .errors import ContainerExistsError, ContainerNotFoundError
 from .ops import lifecycle
 from .spec import Spec, load
 from .state import DEFAULT_ROOT, State, Store, check_id
 from .status import Status, require
 
-if TYPE_CHECKING:
-    from .network import Endpoint, Network, PortMapping
-    from .network.nat import Ports
-
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 
+if TYPE_CHECKING:
+    from .criu.swrk import Wait
+    from .network import Endpoint, Network, PortMapping
+    from .network.nat import Ports
+
 Stdio = int | IO[Any] | None
+T = TypeVar("T")
 
 
 async def _readable(fd: int) -> None:
@@ -47,6 +49,20 @@ async def _readable(fd: int) -> None:
         await ready
     finally:
         loop.remove_reader(fd)
+
+
+async def _driven(wait: Wait[T]) -> T:
+    """Run a core operation that yields the fds it waits on (CRIU's socket, its pidfd) on
+    the loop; cancelled, the operation is closed and undoes what it started."""
+    try:
+        fd = next(wait)
+        while True:
+            await _readable(fd)
+            fd = wait.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        wait.close()
 
 
 def _returncode(pidfd: int, block: bool) -> int | None:
@@ -297,6 +313,87 @@ class Container:
         await self.delete()
         assert code is not None
         return code
+
+    # -- checkpoint and restore (CRIU) -------------------------------------------------------
+
+    async def checkpoint(
+        self,
+        image_path: str | os.PathLike[str],
+        *,
+        work_path: str | os.PathLike[str] | None = None,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        pre_dump: bool = False,
+        parent_path: str | None = None,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> None:
+        """Dump the running container into ``image_path`` with CRIU (runc's checkpoint flags).
+
+        Unless ``leave_running`` or ``pre_dump``, its processes end and the container is
+        deleted: ``Container.restore`` brings it back. ``parent_path`` (relative to
+        ``image_path``) names a pre-dump to build on; ``criu`` the binary (else
+        $AIORUNTIME_CRIU, else ``criu`` on PATH).
+        """
+        from .ops.checkpoint import CheckpointOptions, checkpoint
+
+        options = CheckpointOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None, leave_running,
+            tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump, parent_path, manage_cgroups_mode,
+        )
+        if await _driven(checkpoint(self._store, self.id, options, criu=criu)):
+            await self.delete(force=True)
+
+    @classmethod
+    async def restore(
+        cls,
+        id: str,
+        bundle: str | os.PathLike[str],
+        *,
+        image_path: str | os.PathLike[str],
+        work_path: str | os.PathLike[str] | None = None,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> Container:
+        """A running container ``id`` from the checkpoint in ``image_path`` and ``bundle``
+        (its cgroups and bind mounts are this bundle's). The stdio given here replaces the
+        pipes and outside files the checkpointed init had; the container is ours to wait for."""
+        from .ops.restore import RestoreOptions, restore
+
+        c = cls(id, bundle, root=root, stdin=stdin, stdout=stdout, stderr=stderr)
+        options = RestoreOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None,
+            tcp_established, ext_unix_sk, shell_job, file_locks, manage_cgroups_mode,
+        )
+        child_fds, parent_fds, close_after = c._open_stdio()
+        try:
+            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=child_fds, criu=criu))
+        except BaseException:
+            for f in [f for f in parent_fds if f is not None]:
+                os.close(f)
+            raise
+        finally:
+            for f in close_after:
+                os.close(f)
+        c._state = restored.state
+        c._watch_exit(restored.pidfd)
+        try:
+            await c._connect_stdio(parent_fds)
+        except BaseException:
+            c._delete_now()
+            raise
+        return c
 
     def _delete_now(self) -> None:
         """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""

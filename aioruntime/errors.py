@@ -71,6 +71,22 @@ class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
 
 
+class CriuError(AioRuntimeError):
+    """CRIU is missing, too old, or failed a checkpoint or restore; ``log`` is its log file."""
+
+    def __init__(self, message: str, log: str | None = None) -> None:
+        self.log = log
+        super().__init__(message)
+
+
+class CheckpointNotFoundError(AioRuntimeError):
+    """A restore was asked from a directory that holds no checkpoint."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"no checkpoint to restore in {path}: {reason}")
+
+
 # -- networking (aioruntime.network) -------------------------------------------------------
 
 

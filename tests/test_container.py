@@ -32,7 +32,7 @@ from tools.cgroup_tree import cgroup_dirs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = Path("/run/aioruntime")
-RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
+RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")  # Go's RFC3339Nano: no trailing zeros
 SLEEP = ["sleep", "100"]
 UP_THEN_SLEEP = ["sh", "-c", "echo up; exec sleep 100"]
 

@@ -650,7 +650,7 @@ def test_namespace_path_is_not_supported_yet(rootfs: Path) -> None:
 
 
 def test_unsupported_namespace_type(rootfs: Path) -> None:
-    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "user"}]
+    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "time"}]
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, linux={"namespaces": namespaces})
     assert e.value.path == f"linux.namespaces[{len(namespaces) - 1}].type"
@@ -780,3 +780,12 @@ def test_encode_refuses_nul_bytes(rootfs: Path) -> None:
     p = Plan((HostnameStep("a\0b"),), 0, str(rootfs))
     with pytest.raises(ConfigError):
         encode(p, ops_in_header(), 40)
+
+
+def test_go_comes_before_the_process_settings_without_a_cgroup_mount(rootfs: Path) -> None:
+    # joining and unsharing the cgroup namespace need the privileges the user switch drops
+    mounts = [m for m in default_spec()["mounts"] if m["type"] != "cgroup"]
+    p = plan_of(rootfs, cgroups=CGROUPS, mounts=mounts)
+    go = next(i for i, s in enumerate(p.steps) if isinstance(s, WaitGoStep))
+    first_process_step = next(i for i, s in enumerate(p.steps) if isinstance(s, (RlimitStep, ChdirStep, UserStep)))
+    assert go < first_process_step
