@@ -1,8 +1,9 @@
 """Links, addresses and routes through pyroute2's asyncio netlink API.
 
-Each call opens its own short-lived rtnetlink socket (no multicast groups: nothing but the
-replies to our requests is ever queued on it); inside a container the socket comes from
-``netns.netlink_socket``, never from pyroute2's forking netns mode.
+Each call opens its own short-lived rtnetlink socket, subscribed to no multicast group
+(nothing but the replies to our requests is queued on it) except in ``wait_gone``; inside
+a container the socket comes from ``netns.netlink_socket``, never from pyroute2's forking
+netns mode. Links are deleted elsewhere: by the kernel, or by ``release``.
 """
 
 from __future__ import annotations
@@ -67,15 +68,6 @@ async def make_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> None
     (index,) = await ipr.link_lookup(ifname=name)
     await ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
     await ipr.link("set", index=index, state="up")
-
-
-async def delete(ipr: Any, name: str) -> None:
-    """Delete the link ``name`` (with a veth, its peer too); gone already is fine."""
-    try:
-        await ipr.link("del", ifname=name)
-    except NetlinkError as e:
-        if e.code != errno.ENODEV:
-            raise
 
 
 async def make_veth(ipr: Any, host: str, peer: str, bridge: str, netns_fd: int) -> None:

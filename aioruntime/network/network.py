@@ -5,10 +5,11 @@
     await c.create()          # eth0 with 10.88.0.2/24 and a default route in the container
     await net.delete()        # NetworkInUseError while containers are attached
 
-What is made goes through pyroute2's asyncio API; what is removed goes through the
-synchronous ``release`` module shared with the CLI, so removal also works where no event
-loop can be awaited (cancellation, the CLI's delete). The registry's lock is held for
-synchronous steps only, never across an await.
+What is made goes through pyroute2's asyncio API. What is removed is removed without
+holding the loop when ``Container.delete`` can await it (``leave``), else by the
+synchronous ``release`` module shared with the CLI, which works where no event loop can
+be awaited (cancellation, failure paths, the CLI's delete). The registry's lock is held
+for synchronous steps only, never across an await.
 """
 
 from __future__ import annotations
@@ -115,9 +116,11 @@ class Network:
         return [cls(r, registry.root) for r in registry.records()]
 
     async def delete(self, *, force: bool = False) -> None:
-        """Delete the bridge and the record; with ``force``, detach the containers first.
+        """Delete the bridge, its nft table and the record; with ``force``, detach the
+        containers first: they keep running, without a network.
 
-        Detached containers keep running, without a network.
+        Synchronous inside (deleting a link waits for an RCU barrier in the kernel, tens of
+        ms with the loop held): networks are deleted rarely, containers often.
         """
         registry = Registry(self.root)
         with registry.lock():
@@ -253,7 +256,8 @@ async def _nft(batch: bytes) -> None:
         await _readable(pidfd)
     except BaseException:
         proc.kill()  # and reap it, so its transaction is over before anyone cleans up after it
-        proc.wait()
+        with contextlib.suppress(NetworkError):  # it was killed: that is all it would say
+            nat.finish(proc)
         raise
     finally:
         os.close(pidfd)
@@ -265,9 +269,10 @@ def _warn_if_uplink_does_not_forward() -> None:
     configuration, which aioruntime leaves alone, so say so instead of failing quietly."""
     try:
         with open("/proc/net/route") as f:
-            uplink = next((cols[0] for cols in map(str.split, f) if cols[1:2] == ["00000000"] and cols[7] == "00000000"), None)
-        if uplink is None:
+            default = [cols[0] for cols in map(str.split, f) if cols[1] == "00000000" and cols[7] == "00000000"]
+        if not default:
             return
+        uplink = default[0]
         with open(f"/proc/sys/net/ipv4/conf/{uplink}/forwarding") as f:
             forwarding = f.read().strip() == "1"
     except OSError:

@@ -1,11 +1,11 @@
 """Give back what a container held on its networks: synchronous, for every delete path.
 
-``ops.lifecycle.delete_finish`` calls ``release_container`` for the library and the CLI
-alike; the CLI must not import asyncio, and pyroute2 does, so the one link deletion this
-needs is a hand-made RTM_DELLINK here (deleting the host end of a veth pair deletes both
-ends). An async socket would not help the library either: the kernel carries out a
-netlink request inside the sender's sendmsg(). Nothing here is imported, nor any file
-opened, unless the root has networks at all.
+``ops.lifecycle.delete_finish`` calls ``release_container`` on every delete; the CLI must
+not import asyncio, and pyroute2 does, so the one link deletion this needs is a hand-made
+RTM_DELLINK here (deleting the host end of a veth pair deletes both ends). The library's
+``Container.delete`` has released everything before (``network.leave``) unless that could
+not be awaited. When the root has no networks this costs one listdir; socket and
+subprocess are imported only when there is something to release.
 """
 
 from __future__ import annotations
