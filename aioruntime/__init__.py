@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AioRuntimeError,
+    BridgeInUseError,
     CgroupError,
     ConfigError,
     ContainerExistsError,
@@ -20,7 +21,15 @@ from .errors import (
     InvalidIdError,
     InvalidStateError,
     ResourceError,
+    NetworkError,
+    NetworkExistsError,
+    NetworkInUseError,
+    NetworkNotFoundError,
+    NoNetworkNamespaceError,
+    PortInUseError,
     SpawnError,
+    SubnetClashError,
+    SubnetExhaustedError,
 )
 from .status import Status
 
@@ -29,6 +38,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .container import DEVNULL, PIPE, Container
     from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
+    from .network import Network
 
 __all__ = [
     "CPU",
@@ -36,6 +46,7 @@ __all__ = [
     "PIPE",
     "AioRuntimeError",
     "BlockIO",
+    "BridgeInUseError",
     "CgroupError",
     "ConfigError",
     "Container",
@@ -45,11 +56,20 @@ __all__ = [
     "InvalidIdError",
     "InvalidStateError",
     "Memory",
+    "Network",
+    "NetworkError",
+    "NetworkExistsError",
+    "NetworkInUseError",
+    "NetworkNotFoundError",
+    "NoNetworkNamespaceError",
     "Pids",
+    "PortInUseError",
     "ResourceError",
     "Resources",
     "SpawnError",
     "Status",
+    "SubnetClashError",
+    "SubnetExhaustedError",
 ]
 
 _RESOURCES = frozenset({"Resources", "Memory", "CPU", "Pids", "BlockIO", "DeviceRule"})
@@ -64,4 +84,8 @@ def __getattr__(name: str) -> Any:
         from .spec import resources
 
         return getattr(resources, name)
+    if name == "Network":  # pyroute2 (and asyncio) only when networks are used
+        from .network.network import Network
+
+        return Network
     raise AttributeError(f"module 'aioruntime' has no attribute {name!r}")

@@ -32,6 +32,7 @@ struct aio_error {
 };
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
 int aio_sync_pair(int fds[2]);
+int aio_send_go(int sock, const int *fds, int n);
 """
     # cgroup2 device programs (_bpf.c) and inotify, for the cgroup and state-dir watches
     + """

@@ -14,25 +14,31 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from .ops.create import Creation
 from .cgroups.placement import locate
 from .cgroups.stats import StatsReader
-from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
+from .errors import ContainerExistsError, ContainerNotFoundError
 from .events import Event, Hub
 from .ops import freeze, lifecycle
 from .ops import update as updating
-from .spec import Spec
+from .spec import Spec, load
 from .spec.resources import Resources
 from .state import DEFAULT_ROOT, State, Store, check_id
 from .stats import Stats
-from .status import Status
+from .status import Status, require
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 
+if TYPE_CHECKING:
+    from .criu.swrk import Wait
+    from .network import Endpoint, Network, PortMapping
+    from .network.nat import Ports
+
 Stdio = int | IO[Any] | None
+T = TypeVar("T")
 
 
 async def _readable(fd: int) -> None:
@@ -51,6 +57,20 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+async def _driven(wait: Wait[T]) -> T:
+    """Run a core operation that yields the fds it waits on (CRIU's socket, its pidfd) on
+    the loop; cancelled, the operation is closed and undoes what it started."""
+    try:
+        fd = next(wait)
+        while True:
+            await _readable(fd)
+            fd = wait.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        wait.close()
+
+
 def _returncode(pidfd: int, block: bool) -> int | None:
     """Reap our child through its pidfd: the exit code, or minus the signal that killed it."""
     info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | (0 if block else os.WNOHANG))
@@ -65,6 +85,8 @@ class Container:
     stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
     inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
     ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+
+    With ``network`` the container joins that ``Network`` on create (see ``attach``).
     """
 
     def __init__(
@@ -77,6 +99,9 @@ class Container:
         stdout: Stdio = None,
         stderr: Stdio = None,
         no_pivot: bool = False,
+        network: Network | None = None,
+        ports: Ports | None = None,
+        nat: bool = False,
     ) -> None:
         self.id = check_id(id)
         self.bundle = os.fspath(bundle) if bundle is not None else None
@@ -91,6 +116,13 @@ class Container:
         self._pidfd: int | None = None  # set while our child init is unreaped
         self._exit: asyncio.Future[int] | None = None
         self._hub: Hub | None = None  # made by the first events() subscriber
+        # networking: what create() joins, checked now so that a mistake fails before anything runs
+        self._join: tuple[Network, Ports, bool] | None = None
+        if network is not None:
+            self._check_network(network, ports)
+            self._join = (network, ports or {}, nat)
+        elif ports or nat:
+            raise ValueError("ports and nat need a network: Container(..., network=net, ports=...)")
 
     # -- queries -----------------------------------------------------------------------
 
@@ -118,6 +150,14 @@ class Container:
     @property
     def status(self) -> Status:
         return lifecycle.status_of(self._store, self._load())
+
+    @property
+    def network(self) -> Endpoint | None:
+        """Where the container is on its network (``address``, ``gateway``, ``ports`` ...), or None."""
+        from .network.registry import Registry
+
+        found = Registry(self.root).endpoints_of(self.id)
+        return found[0] if found else None
 
     def state(self) -> dict[str, Any]:
         """The OCI state document (``runc state``), read fresh from disk and the kernel."""
@@ -154,8 +194,14 @@ class Container:
             raise ContainerExistsError(self.id)
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
+        spec = None
+        if self._join is not None:  # networking: refuse a container without a netns of its own now
+            from .network.network import check_netns
+
+            spec = load(self.bundle)
+            check_netns(spec, self.id)
         child_fds, parent_fds, close_after = self._open_stdio()
-        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
+        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot, spec=spec)
         try:
             fd = creation.begin()
             for f in close_after:
@@ -175,10 +221,46 @@ class Container:
         if self._hub is not None:
             self._hub.created()
         try:
+            if self._join is not None:  # networking, before stdio: its streams would outlive a failure
+                network, ports, nat = self._join
+                try:
+                    await self.attach(network, ports=ports, nat=nat)
+                except BaseException:
+                    for ours in parent_fds:
+                        if ours is not None:
+                            os.close(ours)
+                    raise
             await self._connect_stdio(parent_fds)
         except BaseException:
-            self._delete_now()
+            self._delete_now()  # releases the network too
             raise
+
+    async def attach(self, network: Network, *, ports: Ports | None = None, nat: bool = False) -> Endpoint:
+        """Join ``network``, created or running: eth0 with the next free address and a default route.
+
+        ``ports`` publishes host ports on the container's (``{8080: 80, "5353/udp": 53}``): the
+        host reaches them at any of its addresses, 127.0.0.1 included, other machines when the
+        host forwards IPv4. ``nat`` masquerades the container's traffic that leaves the bridge.
+        All of it is released on delete; on failure none of it is left.
+        """
+        from .network.network import attach, check_netns
+
+        mappings = self._check_network(network, ports)
+        state = self._load()
+        require(self.id, "attach to a network", lifecycle.status_of(self._store, state))
+        check_netns(self.config, self.id)
+        return await attach(network, self.id, state.pid, state.pid_start, ports=mappings, nat_out=nat)
+
+    def _check_network(self, network: Network, ports: Ports | None) -> tuple[PortMapping, ...]:
+        """The parsed ports; ValueError for a network of another root or a bad port."""
+        from .network.nat import parse_ports
+
+        if network.root != self.root:
+            raise ValueError(
+                f"network {network.name} is under root {network.root}, container {self.id} under {self.root}: "
+                "a container joins networks of its own root"
+            )
+        return parse_ports(ports or {})
 
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
@@ -213,6 +295,7 @@ class Container:
                 await _readable(pidfd)
             if self._exit is not None:
                 await asyncio.shield(self._exit)
+            await self._leave_network()
         except BaseException:
             self._delete_now()
             raise
@@ -223,6 +306,15 @@ class Container:
         self._state = None
         if self._hub is not None:
             self._hub.deleted()
+
+    async def _leave_network(self) -> None:
+        """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
+        from .network.registry import Registry
+
+        if Registry(self.root).endpoints_of(self.id):  # pyroute2 is imported only when there is some
+            from .network.network import leave
+
+            await leave(self.root, self.id)
 
     async def run(self) -> int:
         """create + start + wait + delete: the exit status (minus the signal if killed)."""
@@ -236,6 +328,87 @@ class Container:
         await self.delete()
         assert code is not None
         return code
+
+    # -- checkpoint and restore (CRIU) -------------------------------------------------------
+
+    async def checkpoint(
+        self,
+        image_path: str | os.PathLike[str],
+        *,
+        work_path: str | os.PathLike[str] | None = None,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        pre_dump: bool = False,
+        parent_path: str | None = None,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> None:
+        """Dump the running container into ``image_path`` with CRIU (runc's checkpoint flags).
+
+        Unless ``leave_running`` or ``pre_dump``, its processes end and the container is
+        deleted: ``Container.restore`` brings it back. ``parent_path`` (relative to
+        ``image_path``) names a pre-dump to build on; ``criu`` the binary (else
+        $AIORUNTIME_CRIU, else ``criu`` on PATH).
+        """
+        from .ops.checkpoint import CheckpointOptions, checkpoint
+
+        options = CheckpointOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None, leave_running,
+            tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump, parent_path, manage_cgroups_mode,
+        )
+        if await _driven(checkpoint(self._store, self.id, options, criu=criu)):
+            await self.delete(force=True)
+
+    @classmethod
+    async def restore(
+        cls,
+        id: str,
+        bundle: str | os.PathLike[str],
+        *,
+        image_path: str | os.PathLike[str],
+        work_path: str | os.PathLike[str] | None = None,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> Container:
+        """A running container ``id`` from the checkpoint in ``image_path`` and ``bundle``
+        (its cgroups and bind mounts are this bundle's). The stdio given here replaces the
+        pipes and outside files the checkpointed init had; the container is ours to wait for."""
+        from .ops.restore import RestoreOptions, restore
+
+        c = cls(id, bundle, root=root, stdin=stdin, stdout=stdout, stderr=stderr)
+        options = RestoreOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None,
+            tcp_established, ext_unix_sk, shell_job, file_locks, manage_cgroups_mode,
+        )
+        child_fds, parent_fds, close_after = c._open_stdio()
+        try:
+            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=child_fds, criu=criu))
+        except BaseException:
+            for f in [f for f in parent_fds if f is not None]:
+                os.close(f)
+            raise
+        finally:
+            for f in close_after:
+                os.close(f)
+        c._state = restored.state
+        c._watch_exit(restored.pidfd)
+        try:
+            await c._connect_stdio(parent_fds)
+        except BaseException:
+            c._delete_now()
+            raise
+        return c
 
     def _delete_now(self) -> None:
         """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""

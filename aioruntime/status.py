@@ -47,6 +47,7 @@ ALLOWED: dict[str, frozenset[Status]] = {
     "exec": frozenset({S.RUNNING}),
     "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
     "checkpoint": frozenset({S.RUNNING}),
+    "attach to a network": frozenset({S.CREATED, S.RUNNING}),
 }
 
 

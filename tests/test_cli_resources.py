@@ -50,13 +50,19 @@ def twins(state_root: Path, bundle: Path, cid: str, reaper: Reaper, tmp_path: Pa
     runc_bundle = copy_bundle(bundle, tmp_path / "runc-bundle", cgroups_path_of(bundle) + "-runc")
     runc_root = tmp_path / "runc-root"
     pid = create(state_root, bundle, cid, reaper)
+    runc_pid = 0
     try:
         if start:
             ok(cli(state_root, "start", cid))
-        ok(runc(runc_root, "run" if start else "create", *(["-d"] if start else []), "-b", str(runc_bundle), cid))
+        pid_file = runc_bundle / "init.pid"
+        ok(runc(runc_root, "run" if start else "create", *(["-d"] if start else []), "-b", str(runc_bundle),
+                "--pid-file", str(pid_file), cid))
+        runc_pid = reaper.track(int(pid_file.read_text()))  # orphaned to us too
         yield runc_root
     finally:
         runc(runc_root, "delete", "-f", cid)
+        if runc_pid:
+            reaper.wait(runc_pid)
         force_delete(state_root, cid, reaper, pid)
     assert_no_leftovers(state_root, cid, cgroups_path_of(bundle), pid=pid)
 

@@ -28,6 +28,7 @@ from ..stats import (
     Stats,
     Throttling,
 )
+from ..network.stats import open_counters, read_counters
 from .files import counters
 from .placement import Cgroup
 from .v1 import hugetlb_sizes
@@ -97,18 +98,6 @@ def _io_stat(text: str) -> BlkioStats:
                 table, op = ops[key]
                 tables[table].append(BlkioEntry(int(major), int(minor), op, int(value)))
     return BlkioStats(**{k: tuple(v) for k, v in tables.items()})
-
-
-def _net_dev(text: str) -> tuple[NetworkInterface, ...]:
-    out = []
-    for line in text.splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        name = name.strip()
-        if name == "lo":
-            continue  # the loopback's traffic never leaves the container
-        v = [int(x) for x in rest.split()]
-        out.append(NetworkInterface(name, v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11]))
-    return tuple(out)
 
 
 class StatsReader:
@@ -302,13 +291,21 @@ class StatsReader:
         self._parts.append(read)
 
     def _network(self, pid: int) -> None:
+        """The interfaces of the container's own network namespace, the loopback left out
+        (its traffic never leaves the container); none when it shares the host's."""
         try:
-            own = os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+                return
+            fd = open_counters(pid)
         except FileNotFoundError:
             return
-        fd = self._fd(f"/proc/{pid}/net/dev") if own else None
-        if fd is not None:
-            self._parts.append(lambda: ("network_interfaces", _net_dev(_pread(fd))))
+        self._fds.append(fd)
+
+        def read() -> tuple[str, object]:
+            counters = read_counters(fd)
+            return "network_interfaces", tuple(NetworkInterface(name, *c) for name, c in counters.items() if name != "lo")
+
+        self._parts.append(read)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -102,8 +102,6 @@ def cmd_start(p: Parsed, store: Store) -> int:
 
 
 def cmd_run(p: Parsed, store: Store) -> int:
-    import signal
-
     from ..ops import lifecycle
 
     cid = _str(p.args, "id")
@@ -115,6 +113,14 @@ def cmd_run(p: Parsed, store: Store) -> int:
         raise
     if p.flags["detach"]:
         return 0
+    return _foreground(store, cid, pidfd, keep=bool(p.flags["keep"]))
+
+
+def _foreground(store: Store, cid: str, pidfd: int, *, keep: bool) -> int:
+    """Wait for our child init, forwarding signals to it; delete it unless ``keep``; its status."""
+    import signal
+
+    from ..ops import lifecycle
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -126,7 +132,7 @@ def cmd_run(p: Parsed, store: Store) -> int:
         signal.signal(sig, forward)
     info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     assert info is not None
-    if not p.flags["keep"]:
+    if not keep:
         lifecycle.delete(store, cid, force=True)
     return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
 
@@ -359,6 +365,74 @@ def cmd_events(p: Parsed, store: Store) -> int:
                 oom.close()
 
 
+def _path(values: Mapping[str, str | bool | None], name: str) -> str | None:
+    value = values[name]
+    return os.path.abspath(value) if isinstance(value, str) and value else None
+
+
+def _criu(p: Parsed) -> str | None:
+    value = p.globals["criu"]
+    return value if isinstance(value, str) else None
+
+
+def cmd_checkpoint(p: Parsed, store: Store) -> int:
+    from ..criu.swrk import blocking
+    from ..ops import lifecycle
+    from ..ops.checkpoint import CheckpointOptions, checkpoint
+
+    cid, f = _str(p.args, "id"), p.flags
+    image_path = _path(f, "image_path")
+    if image_path is None:
+        raise UsageError("checkpoint: --image-path must not be empty")
+    options = CheckpointOptions(
+        image_path,
+        _path(f, "work_path"),
+        leave_running=bool(f["leave_running"]),
+        tcp_established=bool(f["tcp_established"]),
+        ext_unix_sk=bool(f["ext_unix_sk"]),
+        shell_job=bool(f["shell_job"]),
+        file_locks=bool(f["file_locks"]),
+        pre_dump=bool(f["pre_dump"]),
+        parent_path=f["parent_path"] if isinstance(f["parent_path"], str) else None,
+        manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
+    )
+    if blocking(checkpoint(store, cid, options, criu=_criu(p))):
+        lifecycle.delete(store, cid, force=True)  # as runc: the images are what is left
+    return 0
+
+
+def cmd_restore(p: Parsed, store: Store) -> int:
+    """Restore with our stdio as the init's; the init is our child (CRIU's rst_sibling), so
+    without -d we wait for it like ``run``, and with -d our caller's subreaper gets it."""
+    from ..criu.swrk import blocking
+    from ..ops import lifecycle
+    from ..ops.restore import RestoreOptions, restore
+
+    cid, f = _str(p.args, "id"), p.flags
+    image_path = _path(f, "image_path")
+    if image_path is None:
+        raise UsageError("restore: --image-path must not be empty")
+    options = RestoreOptions(
+        image_path,
+        _path(f, "work_path"),
+        tcp_established=bool(f["tcp_established"]),
+        ext_unix_sk=bool(f["ext_unix_sk"]),
+        shell_job=bool(f["shell_job"]),
+        file_locks=bool(f["file_locks"]),
+        manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
+    )
+    restored = blocking(restore(store, cid, _str(f, "bundle"), options, criu=_criu(p)))
+    if isinstance(f["pid_file"], str):
+        try:
+            _write_pid_file(f["pid_file"], restored.state.pid)
+        except OSError:
+            lifecycle.delete(store, cid, force=True)
+            raise
+    if f["detach"]:
+        return 0
+    return _foreground(store, cid, restored.pidfd, keep=False)
+
+
 HELP = Flag(("help", "h"), None, "show help")
 GLOBAL_FLAGS = (
     Flag(("root",), "DIR", "root directory for container state", DEFAULT_ROOT),
@@ -367,7 +441,7 @@ GLOBAL_FLAGS = (
     Flag(("debug",), None, "accepted for runc compatibility", False),
     Flag(("systemd-cgroup",), None, "accepted; cgroupfs paths are used", False),
     Flag(("rootless",), "auto", "accepted for runc compatibility", "auto"),
-    Flag(("criu",), "PATH", "path to criu (checkpoint/restore)", "criu"),
+    Flag(("criu",), "PATH", "path to criu (checkpoint/restore; default $AIORUNTIME_CRIU, else criu on PATH)"),
     Flag(("version", "v"), None, "print the version", False),
     HELP,
 )
@@ -455,7 +529,42 @@ COMMANDS: dict[str, Command] = {
         _ID,
     ),
 }
+_CRIU_FLAGS = (
+    Flag(("image-path",), "DIR", "directory of CRIU's images", "checkpoint"),
+    Flag(("work-path",), "DIR", "directory for CRIU's log and work files (default: the image path)"),
+    Flag(("tcp-established",), None, "allow open TCP connections", False),
+    Flag(("ext-unix-sk",), None, "allow external unix sockets", False),
+    Flag(("shell-job",), None, "allow a shell job (a terminal from outside)", False),
+    Flag(("file-locks",), None, "handle file locks", False),
+    Flag(("manage-cgroups-mode",), "MODE", "cgroups mode of CRIU: soft, full, strict or ignore"),
+)
+COMMANDS["checkpoint"] = Command(
+    "checkpoint a running container with CRIU (and delete it, unless --leave-running)",
+    _CRIU_FLAGS
+    + (
+        Flag(("leave-running",), None, "leave the processes running after checkpointing", False),
+        Flag(("pre-dump",), None, "dump memory only, to build a later checkpoint on", False),
+        Flag(("parent-path",), "DIR", "a pre-dump's images, relative to --image-path"),
+        HELP,
+    ),
+    _ID,
+)
+COMMANDS["restore"] = Command(
+    "restore a container from a checkpoint; wait for it unless -d",
+    _CRIU_FLAGS
+    + (
+        Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
+        Flag(("detach", "d"), None, "leave the container running and return", False),
+        Flag(("pid-file",), "FILE", "write the init's pid to this file"),
+        Flag(("no-subreaper",), None, "accepted; the restored init is this process's child anyway", False),
+        Flag(("no-pivot",), None, "accepted; CRIU restores the root itself", False),
+        HELP,
+    ),
+    _ID,
+)
 HANDLERS: dict[str, Handler] = {
+    "checkpoint": cmd_checkpoint,
+    "restore": cmd_restore,
     "create": cmd_create,
     "start": cmd_start,
     "run": cmd_run,

@@ -19,8 +19,9 @@ from ..cgroups import resources as cgroup_resources
 from ..cgroups.devices import OPEN
 from ..cgroups.mounts import hierarchies
 from ..cgroups.placement import locate
+from ..errors import CgroupError, ResourceError
 from ..spec import Spec, load
-from ..spec.resources import Resources
+from ..spec.resources import Resources, to_dict
 from ..state import State, Store, check_id
 from ..status import process_start_time
 
@@ -43,12 +44,20 @@ def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
     return out
 
 
-def _limit(spec: Spec, paths: dict[str, str]) -> None:
-    """Apply ``linux.resources`` to the new cgroups, before the init joins them."""
+def _limit(spec: Spec, paths: dict[str, str], *, rootless: bool = False) -> None:
+    """Apply ``linux.resources`` to the new cgroups, before the init joins them. Rootless,
+    device rules are left out, as runc leaves them (the device cgroup is not delegated), and
+    without cgroups of its own a limit is an error rather than ignored."""
     resources = spec.linux.resources or Resources()
+    if rootless:
+        resources = resources._replace(devices=None)
+        if not paths and to_dict(resources):
+            raise ResourceError("linux.resources", "an unprivileged runtime without a delegated cgroup cannot set limits")
     cg = locate(paths)
-    new = cgroup_resources.device_state(resources.devices, (d.path for d in spec.linux.devices))
-    devices = cgroup_resources.plan_devices(OPEN, new, cg)
+    devices = None
+    if not rootless:
+        new = cgroup_resources.device_state(resources.devices, (d.path for d in spec.linux.devices))
+        devices = cgroup_resources.plan_devices(OPEN, new, cg)
     cgroup_resources.apply(resources, resources, cg, devices, new_cgroup=True)
 
 
@@ -80,7 +89,8 @@ class Creation:
         spec = self.spec or load(self.bundle)
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
-        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot)
+        rootless = os.geteuid() != 0
+        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot, rootless=rootless)
         self._dir_fd = self.store.reserve(self.id)
         try:
             os.mkfifo(self.store.fifo(self.id))
@@ -94,18 +104,36 @@ class Creation:
                 cgroup_paths=paths,
                 annotations=dict(spec.annotations),
             )
+            if rootless:
+                plan = self._rootless_cgroups(spec, plan)
+                _limit(spec, self.state.cgroup_paths, rootless=True)
             # the init builds its rootfs while we make its cgroups; at go it joins them
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
-            self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
-            _limit(spec, paths)
+            if plan.clone_flags & planning.CLONE_NEWUSER:
+                spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
+            if not rootless:
+                self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
+                _limit(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
-            spawn.go(self.init)
+            spawn.go(self.init, plan)
         except BaseException:
             self.abort()
             raise
         return self.init.sync
+
+    def _rootless_cgroups(self, spec: Spec, plan: planning.Plan) -> planning.Plan:
+        """An unprivileged runtime uses its cgroups where it may make them (a delegated
+        subtree), and goes without them, as runc does, where it may not."""
+        assert self.state is not None
+        try:
+            made = tuple(cgroups.create(self.state.cgroup_paths))
+        except CgroupError:
+            self.state = self.state._replace(cgroup_paths={})
+            return planning.build(spec, bundle=self.bundle, no_pivot=self.no_pivot, rootless=True)
+        self.state = self.state._replace(cgroups_made=made)
+        return plan
 
     def finish(self) -> State:
         """Read the init's report (the fd from ``begin()`` is readable); save the created state."""

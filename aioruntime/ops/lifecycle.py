@@ -139,7 +139,7 @@ def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int
 
 
 def delete_finish(store: Store, container_id: str) -> None:
-    """Remove the container's cgroups and state directory (its processes are gone)."""
+    """Remove the container's cgroups, network endpoints and state directory (its processes are gone)."""
     with store.lock(container_id):
         try:
             state = store.load(container_id)
@@ -148,6 +148,11 @@ def delete_finish(store: Store, container_id: str) -> None:
         if state is not None:
             cgroups.kill_all(state.cgroup_paths)  # anything that slipped in since delete_begin
             cgroups.remove(state.cgroups_made)
+        # networking: its address, veth pair and nft rules; before the state goes, so that
+        # a failure here leaves the container for another delete to finish
+        from ..network.release import release_container
+
+        release_container(store.root, container_id)
         store.remove(container_id)
 
 
