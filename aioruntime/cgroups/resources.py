@@ -15,11 +15,12 @@ from typing import NamedTuple
 from .._native import ffi, lib
 from ..errors import ResourceError
 from ..spec.check import child
-from ..spec.resources import DeviceRule, Resources
+from ..spec.model import Spec
+from ..spec.resources import DeviceRule, Resources, to_dict
 from . import devices as devs
 from . import files, v1, v2
 from .files import Write, need
-from .placement import Cgroup
+from .placement import Cgroup, locate
 
 
 def plan(change: Resources, merged: Resources, cg: Cgroup, field: str = "linux.resources") -> list[Write]:
@@ -153,3 +154,21 @@ def apply(
         except BaseException:
             files.revert(undo)
             raise
+
+
+def apply_config(spec: Spec, paths: dict[str, str], *, rootless: bool = False) -> None:
+    """Apply a config's ``linux.resources`` to the container's new cgroups (create, restore),
+    before anything joins them. Rootless, device rules are left out, as runc leaves them
+    (the device cgroup is not delegated), and without cgroups of its own a limit is an
+    error rather than ignored."""
+    resources = spec.linux.resources or Resources()
+    if rootless:
+        resources = resources._replace(devices=None)
+        if not paths and to_dict(resources):
+            raise ResourceError("linux.resources", "an unprivileged runtime without a delegated cgroup cannot set limits")
+    cg = locate(paths)
+    devices = None
+    if not rootless:
+        new = device_state(resources.devices, (d.path for d in spec.linux.devices))
+        devices = plan_devices(devs.OPEN, new, cg)
+    apply(resources, resources, cg, devices, new_cgroup=True)

@@ -15,13 +15,10 @@ import time
 from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
-from ..cgroups import resources as cgroup_resources
-from ..cgroups.devices import OPEN
 from ..cgroups.mounts import hierarchies
-from ..cgroups.placement import locate
-from ..errors import CgroupError, ResourceError
+from ..cgroups.resources import apply_config
+from ..errors import CgroupError
 from ..spec import Spec, load
-from ..spec.resources import Resources, to_dict
 from ..state import State, Store, check_id
 from ..status import process_start_time
 
@@ -42,23 +39,6 @@ def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
             fstype = "cgroup2" if h.version == 2 else "cgroup"
             out.append(planning.CgroupMount(h.name, paths[h.mountpoint], fstype, ",".join(h.controllers)))
     return out
-
-
-def _limit(spec: Spec, paths: dict[str, str], *, rootless: bool = False) -> None:
-    """Apply ``linux.resources`` to the new cgroups, before the init joins them. Rootless,
-    device rules are left out, as runc leaves them (the device cgroup is not delegated), and
-    without cgroups of its own a limit is an error rather than ignored."""
-    resources = spec.linux.resources or Resources()
-    if rootless:
-        resources = resources._replace(devices=None)
-        if not paths and to_dict(resources):
-            raise ResourceError("linux.resources", "an unprivileged runtime without a delegated cgroup cannot set limits")
-    cg = locate(paths)
-    devices = None
-    if not rootless:
-        new = cgroup_resources.device_state(resources.devices, (d.path for d in spec.linux.devices))
-        devices = cgroup_resources.plan_devices(OPEN, new, cg)
-    cgroup_resources.apply(resources, resources, cg, devices, new_cgroup=True)
 
 
 class Creation:
@@ -106,7 +86,7 @@ class Creation:
             )
             if rootless:
                 plan = self._rootless_cgroups(spec, plan)
-                _limit(spec, self.state.cgroup_paths, rootless=True)
+                apply_config(spec, self.state.cgroup_paths, rootless=True)
             # the init builds its rootfs while we make its cgroups; at go it joins them
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
@@ -115,7 +95,7 @@ class Creation:
                 spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
             if not rootless:
                 self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
-                _limit(spec, paths)
+                apply_config(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
             spawn.go(self.init, plan)
         except BaseException:
