@@ -433,7 +433,7 @@ class Container:
     # -- resources, pause, statistics, events -------------------------------------------------
 
     async def update(self, resources: Resources) -> None:
-        """Change the limits of the running container: the fields ``resources`` sets (None
+        """Change the limits of the live container: the fields ``resources`` sets (None
         keeps a value), every one of them or, if the kernel refuses one, none."""
         self._state = updating.update(self._store, self.id, resources)
         self._spec = None

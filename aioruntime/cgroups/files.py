@@ -39,7 +39,7 @@ def write(path: str, value: str) -> None:
 
 
 def counters(text: str) -> dict[str, int]:
-    """A flat-keyed cgroup file ("oom 1\noom_kill 1\n...") as a dict."""
+    """A flat-keyed cgroup file (lines such as ``oom_kill 1``) as a dict."""
     out = {}
     for line in text.splitlines():
         key, _, value = line.partition(" ")
@@ -83,7 +83,7 @@ def _undo(path: str, value: str, old: str) -> str | None:
         return next((line for line in lines if line.split()[0] == key), f"{key} {_KEYED_RESET[name]}")
     if name == "memory.oom_control":
         return next((line.split()[1] for line in lines if line.startswith("oom_kill_disable ")), None)
-    if name == "cgroup.subtree_control" or len(lines) > 1:
+    if len(lines) > 1:
         return None  # not a value that can be written back
     return lines[0] if lines else ""
 

@@ -3,7 +3,6 @@ whether it is a cgroup v1 or v2 one (hybrid layouts mix both)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -41,8 +40,3 @@ def locate(paths: Mapping[str, str]) -> Cgroup:
     v2 = unified()
     return Cgroup(dirs, versions, paths.get(v2.mountpoint) if v2 else None)
 
-
-def exists(cg: Cgroup) -> bool:
-    """Whether the container's cgroup is still there (delete removes it)."""
-    d = next(iter(cg.dirs.values()), cg.unified)
-    return d is not None and os.path.isdir(d)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from types import MappingProxyType
 
+from ..network.stats import open_counters, read_counters
 from ..stats import (
     BlkioEntry,
     BlkioStats,
@@ -28,7 +29,6 @@ from ..stats import (
     Stats,
     Throttling,
 )
-from ..network.stats import open_counters, read_counters
 from .files import counters
 from .placement import Cgroup
 from .v1 import hugetlb_sizes

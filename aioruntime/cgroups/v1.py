@@ -13,16 +13,13 @@ from ..spec.check import child
 from ..spec.resources import CPU, BlockIO, HugepageLimit, Memory, Network, ThrottleDevice, json_name
 from .files import Write, need, read
 
-UNLIMITED = "-1"
-
-
 def memory(m: Memory, d: str, field: str) -> list[Write]:
     def at(name: str) -> str:
         return child(field, name)
 
     out: list[Write] = []
     if m.kernel is not None:
-        # Linux 6.x keeps the file but ignores what is written to it: ``expect`` catches that
+        # recent kernels keep the file but ignore what is written to it: resources.py reads it back
         path = need(d, "memory.kmem.limit_in_bytes", at("kernel"), "this kernel has no kernel memory limits")
         out.append(Write(at("kernel"), path, str(m.kernel)))
     limit, swap = m.limit, m.swap
@@ -51,7 +48,7 @@ def memory(m: Memory, d: str, field: str) -> list[Write]:
 
 
 def kernel_memory_ignored(w: Write) -> bool:
-    """Whether the kernel took a kernel memory limit without applying it (Linux >= 6.1)."""
+    """Whether the kernel took a kernel memory limit without applying it (recent kernels)."""
     want = int(w.value)
     have = int(read(w.path))
     return want >= 0 and have != want - want % os.sysconf("SC_PAGE_SIZE")
@@ -87,11 +84,11 @@ def pids(limit: int, d: str, field: str) -> list[Write]:
     return [Write(field, need(d, "pids.max", field), "max" if limit < 0 else str(limit))]
 
 
-THROTTLES = (
-    ("throttle_read_bps_device", "throttleReadBpsDevice", "read_bps_device"),
-    ("throttle_write_bps_device", "throttleWriteBpsDevice", "write_bps_device"),
-    ("throttle_read_iops_device", "throttleReadIOPSDevice", "read_iops_device"),
-    ("throttle_write_iops_device", "throttleWriteIOPSDevice", "write_iops_device"),
+THROTTLES = (  # BlockIO field, its JSON name, the v1 file (blkio.throttle.*), the v2 io.max key
+    ("throttle_read_bps_device", "throttleReadBpsDevice", "read_bps_device", "rbps"),
+    ("throttle_write_bps_device", "throttleWriteBpsDevice", "write_bps_device", "wbps"),
+    ("throttle_read_iops_device", "throttleReadIOPSDevice", "read_iops_device", "riops"),
+    ("throttle_write_iops_device", "throttleWriteIOPSDevice", "write_iops_device", "wiops"),
 )
 
 
@@ -114,7 +111,7 @@ def blkio(b: BlockIO, d: str, field: str) -> list[Write]:
         if wd.leaf_weight is not None:
             path = need(d, "blkio.leaf_weight_device", child(at, "leafWeight"), no_leaf)
             out.append(Write(child(at, "leafWeight"), path, f"{wd.major}:{wd.minor} {wd.leaf_weight}"))
-    for attr, key, file in THROTTLES:
+    for attr, key, file, _ in THROTTLES:
         devices: tuple[ThrottleDevice, ...] = getattr(b, attr)
         for i, td in enumerate(devices):
             at = f"{child(field, key)}[{i}]"

@@ -90,10 +90,6 @@ def blkio_to_io_weight(weight: int) -> int:
     return 1 + (weight - 10) * 9999 // 990
 
 
-_IO_MAX_KEYS = {"throttle_read_bps_device": "rbps", "throttle_write_bps_device": "wbps",
-                "throttle_read_iops_device": "riops", "throttle_write_iops_device": "wiops"}
-
-
 def io(b: BlockIO, d: str, field: str) -> list[Write]:
     """io.bfq.weight when BFQ is there (same scale as blkio), else io.weight; io.max for throttles."""
     bfq = os.path.exists(os.path.join(d, "io.bfq.weight"))
@@ -111,10 +107,9 @@ def io(b: BlockIO, d: str, field: str) -> list[Write]:
         if wd.weight is not None:
             file, value = ("io.bfq.weight", wd.weight) if bfq else ("io.weight", blkio_to_io_weight(wd.weight))
             out.append(Write(child(at, "weight"), need(d, file, child(at, "weight")), f"{wd.major}:{wd.minor} {value}"))
-    for attr, key, _ in THROTTLES:
+    for attr, key, _, io_key in THROTTLES:
         devices: tuple[ThrottleDevice, ...] = getattr(b, attr)
         for i, td in enumerate(devices):
             at = f"{child(field, key)}[{i}]"
-            rate = td.rate or "max"
-            out.append(Write(at, need(d, "io.max", at), f"{td.major}:{td.minor} {_IO_MAX_KEYS[attr]}={rate}"))
+            out.append(Write(at, need(d, "io.max", at), f"{td.major}:{td.minor} {io_key}={td.rate or 'max'}"))
     return out
