@@ -472,3 +472,72 @@ async def test_update_of_a_stopped_container_is_invalid_state(
         assert e.value.current == "stopped" and e.value.operation == "update"
     finally:
         await c.delete()
+
+
+# -- the cgroup2 paths this machine cannot run (its memory controller stays on v1) -----------------
+
+
+def fake_cgroup(directory: Path, files: dict[str, str]) -> str:
+    """A directory holding cgroup2 interface files as plain files: enough for the planners,
+    which only check that a file exists, and for inotify, which sees plain files change."""
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return str(directory)
+
+
+def test_v2_memory_plan_converts_swap_as_runc(tmp_path: Path) -> None:
+    from aioruntime.cgroups import v2
+
+    d = fake_cgroup(tmp_path / "cg", {"memory.max": "max\n", "memory.swap.max": "max\n", "memory.low": "0\n",
+                                      "memory.current": str(80 << 20)})
+    m = Memory(limit=64 << 20, swap=96 << 20, reservation=32 << 20)
+    writes = [(Path(w.path).name, w.value) for w in v2.memory(m, m, d, "linux.resources.memory")]
+    assert writes == [("memory.swap.max", str(32 << 20)), ("memory.max", str(64 << 20)), ("memory.low", str(32 << 20))]
+    unlimited = Memory(limit=-1)
+    assert [(Path(w.path).name, w.value) for w in v2.memory(unlimited, unlimited, d, "m")] == [
+        ("memory.swap.max", "max"), ("memory.max", "max")]
+    checked = Memory(limit=64 << 20, check_before_update=True)  # below memory.current: refused, not OOM-killed
+    with pytest.raises(ResourceError) as e:
+        v2.memory(Memory(limit=64 << 20), checked, d, "linux.resources.memory")
+    assert e.value.field == "linux.resources.memory.limit" and "checkBeforeUpdate" in str(e.value)
+    for field, record in (("swappiness", Memory(swappiness=10)), ("kernelTCP", Memory(kernel_tcp=1 << 20)),
+                          ("disableOOMKiller", Memory(disable_oom_killer=True))):
+        with pytest.raises(ResourceError) as e:
+            v2.memory(record, record, d, "linux.resources.memory")
+        assert e.value.field == f"linux.resources.memory.{field}" and "cgroup v2 has no" in str(e.value)
+
+
+def test_v2_cpu_and_io_plans(tmp_path: Path) -> None:
+    from aioruntime.cgroups import v2
+
+    d = fake_cgroup(tmp_path / "cg", {"cpu.weight": "100\n", "cpu.max": "max 100000\n", "io.weight": "default 100\n",
+                                      "io.max": ""})
+    merged = CPU(shares=1024, quota=25000, period=50000)
+    writes = [(Path(w.path).name, w.value) for w in v2.cpu(CPU(shares=1024, period=50000), merged, d, "c")]
+    assert writes == [("cpu.weight", str(v2.shares_to_weight(1024))), ("cpu.max", "25000 50000")]
+    assert v2.shares_to_weight(2) == 1 and v2.shares_to_weight(262144) == 10000  # runc's mapping
+    b = BlockIO(weight=1000, throttle_write_bps_device=(ThrottleDevice(8, 0, 0),))
+    assert [(Path(w.path).name, w.value) for w in v2.io(b, d, "b")] == [
+        ("io.weight", "10000"), ("io.max", "8:0 wbps=max")]
+
+
+def test_v2_oom_watch_counts_memory_events(tmp_path: Path) -> None:
+    """The cgroup2 OOM watch on a memory.events file: inotify wakes it, the counters say how many."""
+    from aioruntime.cgroups.notify import OomWatch
+    from aioruntime.cgroups.placement import Cgroup
+
+    d = fake_cgroup(tmp_path / "cg", {"memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"})
+    watch = OomWatch(Cgroup({"memory": d}, {"memory": 2}, d))
+    try:
+        assert watch.read() == 0
+        Path(d, "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+        import select
+
+        assert select.select([watch.fd], [], [], 5)[0] == [watch.fd]
+        assert watch.read() == 2 and not watch.gone
+        Path(d, "memory.events").unlink()
+        assert select.select([watch.fd], [], [], 5)[0] == [watch.fd]
+        assert watch.read() == 0 and watch.gone
+    finally:
+        watch.close()
