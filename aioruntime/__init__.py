@@ -20,6 +20,7 @@ from .errors import (
     ContainerNotFoundError,
     InvalidIdError,
     InvalidStateError,
+    ResourceError,
     NetworkError,
     NetworkExistsError,
     NetworkInUseError,
@@ -36,32 +37,42 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .container import DEVNULL, PIPE, Container
+    from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
     from .network import Network
 
 __all__ = [
+    "CPU",
     "DEVNULL",
     "PIPE",
     "AioRuntimeError",
+    "BlockIO",
     "BridgeInUseError",
     "CgroupError",
     "ConfigError",
     "Container",
     "ContainerExistsError",
     "ContainerNotFoundError",
+    "DeviceRule",
     "InvalidIdError",
     "InvalidStateError",
+    "Memory",
     "Network",
     "NetworkError",
     "NetworkExistsError",
     "NetworkInUseError",
     "NetworkNotFoundError",
     "NoNetworkNamespaceError",
+    "Pids",
     "PortInUseError",
+    "ResourceError",
+    "Resources",
     "SpawnError",
     "Status",
     "SubnetClashError",
     "SubnetExhaustedError",
 ]
+
+_RESOURCES = frozenset({"Resources", "Memory", "CPU", "Pids", "BlockIO", "DeviceRule"})
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +80,10 @@ def __getattr__(name: str) -> Any:
         from . import container
 
         return getattr(container, name)
+    if name in _RESOURCES:
+        from .spec import resources
+
+        return getattr(resources, name)
     if name == "Network":  # pyroute2 (and asyncio) only when networks are used
         from .network.network import Network
 

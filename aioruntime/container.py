@@ -1,8 +1,8 @@
 """The asyncio face of aioruntime: ``await Container(id, bundle).run()``.
 
 The operations themselves are the synchronous ones in ``ops``; here they are sequenced
-on the event loop, and every wait (the init's report, its exit, its death on delete) is
-an fd watched by the loop: no threads, no polling, no SIGCHLD handler.
+on the event loop, and every wait (the init's report, its exit, its death on delete, a
+freeze, an OOM) is an fd watched by the loop: no threads, no polling, no SIGCHLD handler.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ import builtins
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from .ops.create import Creation
+from .cgroups.placement import locate
+from .cgroups.stats import StatsReader
 from .errors import ContainerExistsError, ContainerNotFoundError
-from .ops import lifecycle
+from .events import Event, Hub
+from .ops import freeze, lifecycle
+from .ops import update as updating
 from .spec import Spec, load
+from .spec.resources import Resources
 from .state import DEFAULT_ROOT, State, Store, check_id
+from .stats import Stats
 from .status import Status, require
 
 PIPE = subprocess.PIPE
@@ -109,6 +115,7 @@ class Container:
         self._spec: Spec | None = None
         self._pidfd: int | None = None  # set while our child init is unreaped
         self._exit: asyncio.Future[int] | None = None
+        self._hub: Hub | None = None  # made by the first events() subscriber
         # networking: what create() joins, checked now so that a mistake fails before anything runs
         self._join: tuple[Network, Ports, bool] | None = None
         if network is not None:
@@ -206,9 +213,13 @@ class Container:
             creation.abort()
             for f in close_after + [f for f in parent_fds if f is not None]:
                 os.close(f)
+            if self._hub is not None:
+                self._hub.end()
             raise
         self._spec = creation.spec
         self._watch_exit(creation.pidfd)
+        if self._hub is not None:
+            self._hub.created()
         try:
             if self._join is not None:  # networking, before stdio: its streams would outlive a failure
                 network, ports, nat = self._join
@@ -254,6 +265,8 @@ class Container:
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
         lifecycle.start(self._store, self.id)
+        if self._hub is not None:
+            self._hub.refresh()
 
     async def wait(self) -> int | None:
         """Wait for the init to exit; its status if this process created it, else None."""
@@ -291,6 +304,8 @@ class Container:
                 os.close(pidfd)
         lifecycle.delete_finish(self._store, self.id)
         self._state = None
+        if self._hub is not None:
+            self._hub.deleted()
 
     async def _leave_network(self) -> None:
         """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
@@ -402,6 +417,8 @@ class Container:
         if self._pidfd is not None:
             code = _returncode(self._pidfd, block=True)
             self._reaped(code if code is not None else -signal.SIGKILL)
+        if self._hub is not None:
+            self._hub.deleted()
 
     async def __aenter__(self) -> Container:
         await self.create()
@@ -412,6 +429,76 @@ class Container:
     ) -> None:
         if os.path.exists(self._store.dir(self.id)):
             await self.delete(force=True)  # cancelled meanwhile: it finishes without the loop
+
+    # -- resources, pause, statistics, events -------------------------------------------------
+
+    async def update(self, resources: Resources) -> None:
+        """Change the limits of the live container: the fields ``resources`` sets (None
+        keeps a value), every one of them or, if the kernel refuses one, none."""
+        self._state = updating.update(self._store, self.id, resources)
+        self._spec = None
+
+    async def pause(self) -> None:
+        """Freeze every process of the container; returns once all are frozen."""
+        f = freeze.pause_begin(self._store, self.id)
+        try:
+            while not f.done():
+                if f.fd >= 0:
+                    await _readable(f.fd)
+                else:
+                    await asyncio.sleep(f.retry)  # cgroup v1 tells no one when it is done
+        finally:
+            freeze.pause_end(self._store, self.id, f)
+        if self._hub is not None:
+            self._hub.refresh()
+
+    async def resume(self) -> None:
+        """Thaw the processes of a paused container."""
+        freeze.resume(self._store, self.id)
+        if self._hub is not None:
+            self._hub.refresh()
+
+    async def stats(self) -> Stats:
+        """One sample of the container's resource usage."""
+        state = self._load()
+        with StatsReader(locate(state.cgroup_paths), state.pid) as reader:
+            return reader.read()
+
+    async def stats_stream(self, interval: float = 1.0) -> AsyncIterator[Stats]:
+        """A sample every ``interval`` seconds, through files opened once, until the container
+        is deleted. A consumer slower than ``interval`` gets fresh samples, not a backlog."""
+        if interval <= 0:
+            raise ValueError("stats_stream(interval): the interval must be greater than 0")
+        state = self._load()
+        loop = asyncio.get_running_loop()
+        reader = StatsReader(locate(state.cgroup_paths), state.pid)
+        try:
+            due = loop.time()
+            while True:
+                try:
+                    sample = reader.read()
+                except OSError:
+                    return  # the cgroup is gone (ENODEV): the container was deleted
+                yield sample
+                due = max(due + interval, loop.time())
+                await asyncio.sleep(due - loop.time())
+        finally:
+            reader.close()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Created, Started, Paused, Resumed, OOM, Exited, Deleted as they happen, ending after
+        Deleted. Any number may listen; leaving the ``async for`` releases the watches."""
+        if self._hub is None:
+            if self._state is None and self.bundle is None:
+                self._load()  # ContainerNotFoundError: nothing to listen to
+            self._hub = Hub(self._store, self.id, lambda: self._pidfd is not None)
+        hub = self._hub
+        queue = hub.subscribe()
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            hub.unsubscribe(queue)
 
     # -- exit and stdio --------------------------------------------------------------------
 
@@ -434,6 +521,8 @@ class Container:
         self._pidfd = None
         if not self._exit.done():
             self._exit.set_result(code)
+        if self._hub is not None:
+            self._hub.exited(code)
 
     def _open_stdio(self) -> tuple[tuple[int, int, int], builtins.list[int | None], builtins.list[int]]:
         """(fds for the child, our ends of PIPEs, fds to close once the child has its copies)."""

@@ -71,6 +71,15 @@ class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
 
 
+class ResourceError(CgroupError):
+    """A resource limit the kernel lacks or refused; ``field`` is its JSON path
+    (``linux.resources.memory.limit``). Nothing of the request was left applied."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
 class CriuError(AioRuntimeError):
     """CRIU is missing, too old, or failed a checkpoint or restore; ``log`` is its log file."""
 

@@ -112,6 +112,24 @@ async def test_leave_running_and_restore_into_a_new_id(
     await stop(c)
 
 
+async def test_restore_applies_the_bundles_limits(
+    state_root: Path, bundle: BundleFactory, cid: str, tmp_path: Path
+) -> None:
+    """As runc: the restored container's new cgroups get the bundle's linux.resources
+    before CRIU puts its processes back."""
+    b = bundle(COUNT, linux={"resources": {"pids": {"limit": 30}, "memory": {"limit": 64 << 20}}})
+    c = Container(cid, b, root=state_root, stdout=PIPE)
+    await c.create()
+    await c.start()
+    assert c.stdout is not None
+    await numbers(c.stdout, 2)
+    await c.checkpoint(tmp_path / "image")
+    r = await Container.restore(cid, b, image_path=tmp_path / "image", root=state_root, stdout=PIPE)
+    stats = await r.stats()
+    assert stats.pids.limit == 30 and stats.memory.usage.limit == 64 << 20
+    await stop(r)
+
+
 def memory_tracking(criu: str) -> bool:
     return subprocess.run([criu, "check", "--feature", "mem_dirty_track"], capture_output=True,
                           timeout=TIMEOUT, check=False).returncode == 0

@@ -213,6 +213,158 @@ def cmd_spec(p: Parsed, store: Store) -> int:
     return 0
 
 
+def _ram_bytes(flag: str, text: str) -> int:
+    """runc's (go-units RAMInBytes) sizes: 1024-based, "64m", "1.5g", "100MiB"; -1 is unlimited."""
+    import re
+
+    if text == "-1":
+        return -1
+    m = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kmgtp])?i?b?", text.lower())
+    if m is None:
+        raise UsageError(f"invalid value for {flag}: invalid size: '{text}'")
+    return int(float(m.group(1)) * 1024 ** " kmgtp".index(m.group(2) or " "))
+
+
+def _integer(flag: str, text: str, unsigned: bool) -> int:
+    if text.isdigit() or (not unsigned and text[:1] == "-" and text[1:].isdigit()):
+        return int(text)
+    parser = "ParseUint" if unsigned else "ParseInt"
+    raise UsageError(f'invalid value for {flag}: strconv.{parser}: parsing "{text}": invalid syntax')
+
+
+def _update_document(f: Mapping[str, str | bool | None]) -> dict[str, Any]:
+    """``runc update``'s single-value flags as a resources document (unset flags left out)."""
+    doc: dict[str, dict[str, Any]] = {"memory": {}, "cpu": {}, "blockIO": {}, "pids": {}}
+    for flag, section, key, convert in (
+        ("memory", "memory", "limit", _ram_bytes),
+        ("memory_swap", "memory", "swap", _ram_bytes),
+        ("memory_reservation", "memory", "reservation", _ram_bytes),
+        ("kernel_memory", "memory", "kernel", _ram_bytes),
+        ("kernel_memory_tcp", "memory", "kernelTCP", _ram_bytes),
+        ("cpu_share", "cpu", "shares", lambda n, t: _integer(n, t, True)),
+        ("cpu_period", "cpu", "period", lambda n, t: _integer(n, t, True)),
+        ("cpu_quota", "cpu", "quota", lambda n, t: _integer(n, t, False)),
+        ("cpu_rt_period", "cpu", "realtimePeriod", lambda n, t: _integer(n, t, True)),
+        ("cpu_rt_runtime", "cpu", "realtimeRuntime", lambda n, t: _integer(n, t, False)),
+        ("blkio_weight", "blockIO", "weight", lambda n, t: _integer(n, t, True)),
+        ("pids_limit", "pids", "limit", lambda n, t: _integer(n, t, False)),
+    ):
+        value = f[flag]
+        if isinstance(value, str) and value:
+            doc[section][key] = convert(flag.replace("_", "-"), value)
+    for flag, key in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
+        if isinstance(f[flag], str):
+            doc["cpu"][key] = f[flag]
+    return {k: v for k, v in doc.items() if v}
+
+
+def cmd_update(p: Parsed, store: Store) -> int:
+    from ..ops import update as updating
+    from ..spec.resources import parse_resources
+
+    source = p.flags["resources"]
+    if isinstance(source, str):  # as runc: then the other flags are ignored
+        try:
+            with (os.fdopen(os.dup(0)) if source == "-" else open(source)) as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise AioRuntimeError(f"{source}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        change = parse_resources(doc)
+    else:
+        change = parse_resources(_update_document(p.flags))
+    updating.update(store, _str(p.args, "id"), change)
+    return 0
+
+
+def _freeze_command(p: Parsed, store: Store) -> int:
+    """pause and resume, with runc's words when the status does not allow them."""
+    from ..errors import InvalidStateError
+    from ..ops import freeze
+
+    pause = p.command == "pause"
+    try:
+        (freeze.pause if pause else freeze.resume)(store, _str(p.args, "id"))
+    except InvalidStateError:
+        raise AioRuntimeError("container not running" if pause else "container not paused") from None
+    return 0
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """A Go duration ("5s", "1m30s", "500ms") in seconds, as runc's --interval takes it."""
+    import re
+
+    parts = re.findall(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", text.lstrip("+-"))
+    if text == "0":
+        return 0.0
+    if not parts or "".join(n + u for n, u in parts) != text.lstrip("+-"):
+        raise UsageError(f'invalid value "{text}" for flag -interval: parse error')
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+def cmd_events(p: Parsed, store: Store) -> int:
+    """runc's events: NDJSON stats every --interval and OOM events as they come, until the
+    container is deleted; --stats prints one stats event. A plain poll over the OOM and
+    state-directory descriptors, with the next stats tick as its timeout."""
+    import select
+
+    from ..cgroups.notify import IN_DELETE_SELF, Inotify, OomWatch
+    from ..cgroups.placement import locate
+    from ..cgroups.stats import StatsReader
+    from ..ops import lifecycle
+    from ..stats import to_runc
+    from ..status import Status
+
+    cid = _str(p.args, "id")
+    interval = _duration(_str(p.flags, "interval"))
+    if interval <= 0:
+        raise AioRuntimeError("duration interval must be greater than 0")
+    state = store.load(cid)
+    if lifecycle.status_of(store, state) is Status.STOPPED:
+        raise AioRuntimeError(f"container with id {cid} is not running")
+    cg = locate(state.cgroup_paths)
+
+    def emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    with StatsReader(cg, state.pid) as reader:
+        if p.flags["stats"]:
+            emit({"type": "stats", "id": cid, "data": to_runc(reader.read())})
+            return 0
+        directory = Inotify()
+        oom = OomWatch(cg) if cg.has("memory") else None
+        try:
+            directory.watch(store.dir(cid), IN_DELETE_SELF)
+            poller = select.poll()
+            poller.register(directory.fd, select.POLLIN)
+            if oom is not None:
+                poller.register(oom.fd, select.POLLIN)
+            due = time.monotonic() + interval
+            while True:
+                for fd, _ in poller.poll(max(due - time.monotonic(), 0) * 1000):
+                    if oom is not None and fd == oom.fd:
+                        for _ in range(oom.read()):
+                            emit({"type": "oom", "id": cid})
+                        if oom.gone:
+                            poller.unregister(oom.fd)
+                    elif directory.read():
+                        return 0  # the container was deleted
+                if time.monotonic() >= due:
+                    due = max(due + interval, time.monotonic())
+                    try:
+                        emit({"type": "stats", "id": cid, "data": to_runc(reader.read())})
+                    except OSError:
+                        pass  # the cgroup was removed: the state directory's deletion follows
+        finally:
+            directory.close()
+            if oom is not None:
+                oom.close()
+
+
 def _path(values: Mapping[str, str | bool | None], name: str) -> str | None:
     value = values[name]
     return os.path.abspath(value) if isinstance(value, str) and value else None
@@ -343,6 +495,39 @@ COMMANDS: dict[str, Command] = {
         ),
         (),
     ),
+    "update": Command(
+        "change the resource limits of a container",
+        (
+            Flag(("resources", "r"), "FILE", "a linux.resources JSON document ('-': stdin); other flags are then ignored"),
+            Flag(("memory",), "BYTES", "memory limit (64m, 1g, -1 for none)"),
+            Flag(("memory-swap",), "BYTES", "memory+swap limit; -1 for unlimited swap"),
+            Flag(("memory-reservation",), "BYTES", "memory soft limit"),
+            Flag(("kernel-memory",), "BYTES", "kernel memory limit (refused by kernels that ignore it)"),
+            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit"),
+            Flag(("cpu-share", "cpu-shares"), "N", "CPU shares (relative weight)"),
+            Flag(("cpu-period",), "USECS", "CFS period"),
+            Flag(("cpu-quota",), "USECS", "CFS quota per period; -1 for none"),
+            Flag(("cpu-rt-period",), "USECS", "realtime period"),
+            Flag(("cpu-rt-runtime",), "USECS", "realtime runtime per period"),
+            Flag(("cpuset-cpus",), "LIST", "CPUs to run on (0-3,6)"),
+            Flag(("cpuset-mems",), "LIST", "memory nodes to use"),
+            Flag(("pids-limit",), "N", "maximum number of tasks; -1 for none"),
+            Flag(("blkio-weight",), "N", "block IO weight, 10 to 1000"),
+            HELP,
+        ),
+        _ID,
+    ),
+    "pause": Command("freeze every process of a container", (HELP,), _ID),
+    "resume": Command("thaw the processes of a paused container", (HELP,), _ID),
+    "events": Command(
+        "print OOM events and statistics (NDJSON) until the container is deleted",
+        (
+            Flag(("interval",), "DURATION", "statistics interval (Go syntax: 5s, 500ms)", "5s"),
+            Flag(("stats",), None, "print the statistics once and exit", False),
+            HELP,
+        ),
+        _ID,
+    ),
 }
 _CRIU_FLAGS = (
     Flag(("image-path",), "DIR", "directory of CRIU's images", "checkpoint"),
@@ -388,6 +573,10 @@ HANDLERS: dict[str, Handler] = {
     "delete": cmd_delete,
     "list": cmd_list,
     "spec": cmd_spec,
+    "update": cmd_update,
+    "pause": _freeze_command,
+    "resume": _freeze_command,
+    "events": cmd_events,
 }
 
 

@@ -16,6 +16,7 @@ from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
 from ..cgroups.mounts import hierarchies
+from ..cgroups.resources import apply_config
 from ..errors import CgroupError
 from ..spec import Spec, load
 from ..state import State, Store, check_id
@@ -64,7 +65,7 @@ class Creation:
         self._dir_fd = -1
 
     def begin(self) -> int:
-        """Validate, reserve the id, make cgroups and spawn the init; return the fd to wait on."""
+        """Validate, reserve the id, make and limit the cgroups, spawn the init; return the fd to wait on."""
         spec = self.spec or load(self.bundle)
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
@@ -85,6 +86,7 @@ class Creation:
             )
             if rootless:
                 plan = self._rootless_cgroups(spec, plan)
+                apply_config(spec, self.state.cgroup_paths, rootless=True)
             # the init builds its rootfs while we make its cgroups; at go it joins them
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
@@ -93,6 +95,7 @@ class Creation:
                 spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
             if not rootless:
                 self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
+                apply_config(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
             spawn.go(self.init, plan)
         except BaseException:

@@ -7,16 +7,19 @@ import select
 import signal
 from typing import Any
 
+from ..cgroups import freezer
 from ..cgroups import paths as cgroups
+from ..cgroups.placement import locate
 from ..errors import AioRuntimeError, ContainerNotFoundError
 from ..state import State, Store
-from ..status import Status, current, process_start_time, require
+from ..status import Freezer, Status, current, process_start_time, require
 
 OCI_VERSION = "1.0.2-dev"
 
 
 def status_of(store: Store, state: State) -> Status:
-    return current(state.pid, state.pid_start, store.fifo(state.id))
+    frozen = freezer.state(locate(state.cgroup_paths)) if state.pid else Freezer.THAWED
+    return current(state.pid, state.pid_start, store.fifo(state.id), frozen)
 
 
 def oci_state(store: Store, state: State, status: Status | None = None) -> dict[str, Any]:
@@ -89,20 +92,31 @@ def kill(store: Store, container_id: str, sig: int, *, all_processes: bool = Fal
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            return
-        pidfd = _pidfd(state)
-        if pidfd is None:
-            raise AioRuntimeError("container not running")
-        try:
-            signal.pidfd_send_signal(pidfd, sig)
-        finally:
-            os.close(pidfd)
+        else:
+            pidfd = _pidfd(state)
+            if pidfd is None:
+                raise AioRuntimeError("container not running")
+            try:
+                signal.pidfd_send_signal(pidfd, sig)
+            finally:
+                os.close(pidfd)
+        if sig == signal.SIGKILL:
+            _thaw(state)
+
+
+def _thaw(state: State) -> None:
+    """A process frozen by the cgroup v1 freezer does not die of SIGKILL until thawed (as
+    runc, thaw after the kill: the signal is pending, so nothing of the user's runs again)."""
+    cg = locate(state.cgroup_paths)
+    if freezer.state(cg) is not Freezer.THAWED:
+        freezer.thaw(cg)
 
 
 def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int | None:
     """Kill what is left of the container; return a pidfd to wait on before ``delete_finish``.
 
-    Without ``force`` only a created (never started) or stopped container is deleted.
+    Without ``force`` only a created (never started) or stopped container is deleted; with
+    it a paused one is killed and then thawed, so its processes die.
     """
     with store.lock(container_id):
         try:
@@ -120,6 +134,7 @@ def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int
             except ProcessLookupError:
                 pass
         cgroups.kill_all(state.cgroup_paths)
+        _thaw(state)
         return pidfd
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from .. import plan as planning
 from ..cgroups import paths as cgroups
 from ..cgroups.mounts import hierarchies
+from ..cgroups.resources import apply_config
 from ..criu import external, version
 from ..criu import rpc_pb2 as rpc
 from ..criu.opts import cgroup_mode, common, open_dir, with_log
@@ -120,6 +121,7 @@ def restore(
             annotations=dict(spec.annotations),
         )
         state = state._replace(cgroups_made=tuple(cgroups.create(paths)))
+        apply_config(spec, paths)  # as runc: the bundle's limits hold before CRIU puts the processes back
         store.save(state)  # from here a crash leaves a "creating" entry delete -f cleans
         # CRIU wants the root a mount point whose parent is not overmounted: a bind of the rootfs
         root = os.path.join(store.dir(container_id), "criu-root")
