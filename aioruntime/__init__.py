@@ -26,7 +26,7 @@ from .status import Status
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .container import DEVNULL, PIPE, Container
+    from .container import DEVNULL, PIPE, Container, Process
 
 __all__ = [
     "DEVNULL",
@@ -39,13 +39,14 @@ __all__ = [
     "ContainerNotFoundError",
     "InvalidIdError",
     "InvalidStateError",
+    "Process",
     "SpawnError",
     "Status",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Container", "PIPE", "DEVNULL"):
+    if name in ("Container", "Process", "PIPE", "DEVNULL"):
         from . import container
 
         return getattr(container, name)

@@ -7,32 +7,14 @@ from cffi import FFI
 HERE = Path(__file__).parent
 
 ffibuilder = FFI()
+# The header is the one declaration of the C interface: cffi reads it without the
+# preprocessor lines (cffi takes only constant #defines, and strips the comments itself).
 ffibuilder.cdef(
     "\n".join(
         line
         for line in (HERE / "_clone.h").read_text().splitlines()
-        if line.startswith("#define AIO_")
+        if not line.startswith("#") or line.startswith("#define AIO_")
     )
-    + """
-struct aio_spawn_args {
-    const char *plan;
-    size_t plan_len;
-    uint64_t clone_flags;
-    int stdio[3];
-    int sync_fd;
-    int state_dir_fd;
-    int preserve_fds;
-    int wait_fifo;
-};
-struct aio_error {
-    int32_t kind;
-    int32_t err;
-    char step[32];
-    char path[4096];
-};
-int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
-int aio_sync_pair(int fds[2]);
-"""
 )
 ffibuilder.set_source(
     "aioruntime._native",

@@ -11,46 +11,23 @@ import asyncio
 import builtins
 import os
 import signal
-import subprocess
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from .ops.create import Creation
-from .errors import ContainerExistsError, ContainerNotFoundError, InvalidStateError
+from .errors import ContainerExistsError, ContainerNotFoundError
 from .ops import lifecycle
-from .spec import Spec
+from .ops.create import Creation
+from .ops.exec import exec_process
+from .process import ExitWatch, Process, check_terminal, connect, launch, readable
+from .spec import Process as ProcessSpec
+from .spec import Spec, load
 from .state import DEFAULT_ROOT, State, Store, check_id
 from .status import Status
+from .stdio import DEVNULL, PIPE, ChildStdio, Stdio
+from .terminal import Terminal
 
-PIPE = subprocess.PIPE
-DEVNULL = subprocess.DEVNULL
-
-Stdio = int | IO[Any] | None
-
-
-async def _readable(fd: int) -> None:
-    """Wait until ``fd`` is readable, on the running loop."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-def _returncode(pidfd: int, block: bool) -> int | None:
-    """Reap our child through its pidfd: the exit code, or minus the signal that killed it."""
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | (0 if block else os.WNOHANG))
-    if info is None:
-        return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+__all__ = ["DEVNULL", "PIPE", "Container", "Process", "Stdio"]
 
 
 class Container:
@@ -59,6 +36,9 @@ class Container:
     stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
     inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
     ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+    When the config's ``process.terminal`` is true they stay unset: the process's stdio is
+    a pty opened in the container, whose master goes to ``console_socket`` if given (runc's
+    ``--console-socket``), else becomes ``stdin``/``stdout`` here (``resize`` sets its size).
     """
 
     def __init__(
@@ -71,19 +51,21 @@ class Container:
         stdout: Stdio = None,
         stderr: Stdio = None,
         no_pivot: bool = False,
+        console_socket: str | None = None,
     ) -> None:
         self.id = check_id(id)
         self.bundle = os.fspath(bundle) if bundle is not None else None
         self._store = Store(root)
         self._stdio = (stdin, stdout, stderr)
         self._no_pivot = no_pivot
+        self._console_socket = console_socket
         self.stdin: asyncio.StreamWriter | None = None
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._state: State | None = None
         self._spec: Spec | None = None
-        self._pidfd: int | None = None  # set while our child init is unreaped
-        self._exit: asyncio.Future[int] | None = None
+        self._exit: ExitWatch | None = None  # set once this object created the init
+        self._terminal: Terminal | None = None
 
     # -- queries -----------------------------------------------------------------------
 
@@ -99,7 +81,7 @@ class Container:
     @property
     def returncode(self) -> int | None:
         """The init's exit status once reaped by this process (minus the signal if killed)."""
-        return self._exit.result() if self._exit is not None and self._exit.done() else None
+        return self._exit.future.result() if self._exit is not None and self._exit.future.done() else None
 
     @property
     def config(self) -> Spec:
@@ -147,27 +129,24 @@ class Container:
             raise ContainerExistsError(self.id)
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
-        child_fds, parent_fds, close_after = self._open_stdio()
-        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot)
+        spec = load(self.bundle)
+        check_terminal(spec.process is not None and spec.process.terminal, self._stdio)
+        stdio = ChildStdio(self._stdio)
+        creation = Creation(
+            self._store, self.id, self.bundle, stdio=stdio.child, no_pivot=self._no_pivot, spec=spec,
+            console_socket=self._console_socket,
+        )
+        self._state = await launch(creation, stdio)
+        self._spec = spec
+        self._exit = ExitWatch(creation.pidfd)
+        assert creation.console is not None
         try:
-            fd = creation.begin()
-            for f in close_after:
-                os.close(f)
-            close_after = []
-            await _readable(fd)
-            self._state = creation.finish()
-        except BaseException:
-            creation.abort()
-            for f in close_after + [f for f in parent_fds if f is not None]:
-                os.close(f)
-            raise
-        self._spec = creation.spec
-        self._watch_exit(creation.pidfd)
-        try:
-            await self._connect_stdio(parent_fds)
+            (self.stdin, self.stdout, self.stderr), self._terminal = await connect(stdio, creation.console.master)
         except BaseException:
             self._delete_now()
             raise
+        if (terminal := self._terminal) is not None:
+            self._exit.future.add_done_callback(lambda _: terminal.close())
 
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
@@ -176,7 +155,7 @@ class Container:
     async def wait(self) -> int | None:
         """Wait for the init to exit; its status if this process created it, else None."""
         if self._exit is not None:
-            return await asyncio.shield(self._exit)
+            return await asyncio.shield(self._exit.future)
         state = self._load()
         try:
             pidfd = os.pidfd_open(state.pid)
@@ -184,7 +163,7 @@ class Container:
             return None
         try:
             if lifecycle.status_of(self._store, state) is not Status.STOPPED:
-                await _readable(pidfd)
+                await readable(pidfd)
         finally:
             os.close(pidfd)
         return None
@@ -197,9 +176,9 @@ class Container:
         pidfd = lifecycle.delete_begin(self._store, self.id, force=force)
         try:
             if pidfd is not None:
-                await _readable(pidfd)
+                await readable(pidfd)
             if self._exit is not None:
-                await asyncio.shield(self._exit)
+                await asyncio.shield(self._exit.future)
         except BaseException:
             self._delete_now()
             raise
@@ -226,9 +205,8 @@ class Container:
         """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""
         lifecycle.delete(self._store, self.id, force=True)
         self._state = None
-        if self._pidfd is not None:
-            code = _returncode(self._pidfd, block=True)
-            self._reaped(code if code is not None else -signal.SIGKILL)
+        if self._exit is not None:
+            self._exit.reap_now()
 
     async def __aenter__(self) -> Container:
         await self.create()
@@ -240,85 +218,52 @@ class Container:
         if os.path.exists(self._store.dir(self.id)):
             await self.delete(force=True)  # cancelled meanwhile: it finishes without the loop
 
-    # -- exit and stdio --------------------------------------------------------------------
+    # -- processes and terminals ------------------------------------------------------
 
-    def _watch_exit(self, pidfd: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._pidfd = pidfd
-        self._exit = loop.create_future()
+    async def exec(
+        self,
+        args: Sequence[str] | None = None,
+        *,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        env: Iterable[str] = (),
+        cwd: str | None = None,
+        user: str | int | None = None,
+        additional_gids: Iterable[int] = (),
+        capabilities: Iterable[str] = (),
+        no_new_privileges: bool | None = None,
+        terminal: bool = False,
+        process: ProcessSpec | None = None,
+        console_socket: str | None = None,
+    ) -> Process:
+        """Start ``args`` in the running container (runc's exec): a ``Process``, our child.
 
-        def on_readable() -> None:
-            code = _returncode(pidfd, block=False)
-            if code is not None:
-                self._reaped(code)
+        It is the container's own process with ``args`` and these options applied as runc
+        exec applies its flags: ``env`` (NAME=value) added to the config's, ``cwd``, ``user``
+        (``uid`` or ``"uid:gid"``), ``additional_gids`` and ``capabilities`` added,
+        ``no_new_privileges``, ``terminal``; or exactly ``process`` (``runc exec -p``).
+        stdio is as for the container; with a terminal it is the pty, see ``Process``.
+        Raises InvalidStateError unless the container is running, SpawnError if the
+        process cannot start (``exec: "x": executable file not found in $PATH``).
+        """
+        if process is None:
+            if not args:
+                raise ValueError("exec: give the args to run (or a process)")
+            state = self._state or self._load()
+            process = exec_process(
+                state.config, args, env=env, cwd=cwd, user=user, additional_gids=additional_gids,
+                capabilities=capabilities, no_new_privileges=no_new_privileges, terminal=terminal,
+            )
+        return await Process.start(self._store, self.id, process, (stdin, stdout, stderr), console_socket)
 
-        loop.add_reader(pidfd, on_readable)
+    async def processes(self) -> builtins.list[int]:
+        """Host pids of every process in the container (its cgroup), as ``runc ps`` lists them."""
+        return lifecycle.processes(self._store, self.id)
 
-    def _reaped(self, code: int) -> None:
-        assert self._pidfd is not None and self._exit is not None
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
-        if not self._exit.done():
-            self._exit.set_result(code)
-
-    def _open_stdio(self) -> tuple[tuple[int, int, int], builtins.list[int | None], builtins.list[int]]:
-        """(fds for the child, our ends of PIPEs, fds to close once the child has its copies)."""
-        child: builtins.list[int] = []
-        ours: builtins.list[int | None] = []
-        close_after: builtins.list[int] = []
-        try:
-            for i, spec in enumerate(self._stdio):
-                if spec is None:
-                    child.append(-1)
-                    ours.append(None)
-                elif spec == PIPE:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    child.append(r if i == 0 else w)
-                    ours.append(w if i == 0 else r)
-                    close_after.append(child[-1])
-                elif spec == DEVNULL:
-                    fd = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
-                    child.append(fd)
-                    ours.append(None)
-                    close_after.append(fd)
-                else:
-                    child.append(spec if isinstance(spec, int) else spec.fileno())
-                    ours.append(None)
-        except BaseException:
-            for f in close_after + [f for f in ours if f is not None]:
-                os.close(f)
-            raise
-        return (child[0], child[1], child[2]), ours, close_after
-
-    async def _connect_stdio(self, fds: builtins.list[int | None]) -> None:
-        """Wrap our PIPE ends in streams; on failure or cancellation close every one."""
-        loop = asyncio.get_running_loop()
-        files = [os.fdopen(fd, "wb" if i == 0 else "rb", 0) if fd is not None else None for i, fd in enumerate(fds)]
-        transports: builtins.list[asyncio.BaseTransport] = []
-        try:
-            if files[0] is not None:
-                writer, protocol = await loop.connect_write_pipe(_protocol(asyncio.StreamReader()), files[0])
-                transports.append(writer)
-                self.stdin = asyncio.StreamWriter(writer, protocol, None, loop)
-            readers: builtins.list[asyncio.StreamReader | None] = []
-            for f in files[1:]:
-                reader = None
-                if f is not None:
-                    reader = asyncio.StreamReader()
-                    transport, _ = await loop.connect_read_pipe(_protocol(reader), f)
-                    transports.append(transport)
-                readers.append(reader)
-            self.stdout, self.stderr = readers
-        except BaseException:
-            for t in transports:
-                t.close()
-            for f in files:
-                if f is not None:
-                    f.close()
-            self.stdin = None
-            raise
-
-
-def _protocol(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReaderProtocol]:
-    return lambda: asyncio.StreamReaderProtocol(reader)
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the window size of the init's terminal (``process.terminal``; it gets SIGWINCH)."""
+        if self._terminal is None:
+            raise ValueError("the container's process has no terminal here (process.terminal is false, "
+                             "or its master went to the console socket)")
+        self._terminal.resize(rows, cols)

@@ -3,7 +3,8 @@
 Every decision about the container's filesystem, identity and process is taken here, in
 Python, where it can be read and unit-tested; ``_clone.c`` executes the steps blindly.
 Paths before the ``PivotRoot`` step are host paths (rootfs-prefixed), after it container
-paths.
+paths. ``build`` plans a container's init, ``build_exec`` a process joining a running one;
+both end with the same ``process_steps``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from .errors import ConfigError
-from .spec import Capabilities, Mount, Spec
+from .spec import Capabilities, Mount, Process, Spec
 from .spec.names import CAPABILITIES
 
 # <sys/mount.h>
@@ -58,6 +59,16 @@ NAMESPACE_FLAGS: dict[str, int] = {
     "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000,
 }
 CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
+CLONE_NEWUSER = 0x10000000
+# exec joins in runc's order (libcontainer's NamespaceTypes): user first, for the
+# capabilities over the others; mount after pid and net, whose files it would hide.
+# type -> (name under /proc/PID/ns, CLONE_NEW*)
+JOIN_ORDER: dict[str, tuple[str, int]] = {
+    "user": ("user", CLONE_NEWUSER), "ipc": ("ipc", NAMESPACE_FLAGS["ipc"]),
+    "uts": ("uts", NAMESPACE_FLAGS["uts"]), "network": ("net", NAMESPACE_FLAGS["network"]),
+    "pid": ("pid", NAMESPACE_FLAGS["pid"]), "mount": ("mnt", NAMESPACE_FLAGS["mount"]),
+    "cgroup": ("cgroup", CLONE_NEWCGROUP),
+}
 
 S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
 DEVICE_TYPES = {"c": S_IFCHR, "u": S_IFCHR, "b": S_IFBLK, "p": S_IFIFO}
@@ -202,6 +213,17 @@ class WaitGoStep(NamedTuple):
     unshare: int = 0
 
 
+class TerminalStep(NamedTuple):
+    """Open a pty in the container's devpts; its peer becomes stdio and the controlling
+    terminal, the master goes to the parent with the ready report (runc opens it inside
+    the container too, so the pty belongs to the container's devpts)."""
+
+    rows: int = 0  # 0: the kernel's default size
+    cols: int = 0
+    uid: int = 0  # owner of the peer: the process's user controls its terminal
+    console: bool = False  # the init's: bind the peer onto /dev/console
+
+
 class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -210,14 +232,28 @@ class ExecStep(NamedTuple):
 Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
-    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep | ExecStep
+    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
+    | TerminalStep | ExecStep
 )
+
+
+class Join(NamedTuple):
+    """How an exec'd process enters a running container, before its steps run.
+
+    The parent opens every file; the compiled intermediate setns()es into the namespaces
+    in this order and chroots to the init's root, and the process writes itself into the
+    cgroups through the fds (their host paths do not resolve in the container)."""
+
+    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME, CLONE_NEW*)
+    root: str  # /proc/PID/root
+    cgroup_procs: tuple[str, ...]  # the cgroup.procs file of each hierarchy
 
 
 class Plan(NamedTuple):
     steps: tuple[Step, ...]
     clone_flags: int  # namespaces made by clone3
     rootfs: str
+    join: Join | None = None  # exec only
 
 
 class CgroupMount(NamedTuple):
@@ -318,6 +354,47 @@ def _home(rootfs: str, uid: int) -> str:
     return "/"
 
 
+def _environ(env: Iterable[str], rootfs: str, uid: int) -> tuple[str, ...]:
+    """The process's environment as runc makes it: a later NAME=value replaces an earlier one
+    in its place, PATH and HOME (from the container's /etc/passwd) are added when missing."""
+    merged: dict[str, str] = {}
+    for e in env:
+        merged[e.partition("=")[0]] = e
+    merged.setdefault("PATH", DEFAULT_PATH)
+    if "HOME" not in merged:
+        merged["HOME"] = "HOME=" + _home(rootfs, uid)
+    return tuple(merged.values())
+
+
+def process_steps(proc: Process, rootfs: str) -> list[Step]:
+    """What makes the process itself, for an init and an exec alike: rlimits, no_new_privs,
+    bounding set, user and groups, capabilities, umask, cwd, then argv and env."""
+    steps: list[Step] = [RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits]
+    if proc.no_new_privileges:
+        steps.append(NoNewPrivsStep())
+    user = proc.user
+    for name, values in (("args", proc.args), ("env", proc.env)):
+        if len(values) > MAX_STRINGS - 2:
+            raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
+    if len(user.additional_gids) > 64:
+        raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    steps.append(ChdirStep(proc.cwd, before_user=True))
+    if proc.capabilities is not None:
+        bounding, caps = _capability_steps(proc.capabilities)
+        steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
+    else:
+        steps.append(UserStep(user.uid, user.gid, user.additional_gids))
+    steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
+    steps.append(ChdirStep(proc.cwd))
+    steps.append(ExecStep(proc.args, _environ(proc.env, rootfs, user.uid)))
+    return steps
+
+
+def terminal_step(proc: Process, *, console: bool = False) -> TerminalStep:
+    size = proc.console_size
+    return TerminalStep(size.height if size else 0, size.width if size else 0, proc.user.uid, console)
+
+
 def build(
     spec: Spec,
     *,
@@ -384,6 +461,8 @@ def build(
         steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
 
     steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
+    if spec.process.terminal:  # after the pivot (the container's devpts), before anything read-only
+        steps.append(terminal_step(spec.process, console=True))
     if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
         steps.append(MountStep("", "/", "", "", root_prop))
     steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
@@ -395,33 +474,27 @@ def build(
     if spec.domainname is not None:
         steps.append(DomainnameStep(spec.domainname))
 
-    proc = spec.process
-    steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
-    if proc.no_new_privileges:
-        steps.append(NoNewPrivsStep())
-    user = proc.user
-    for name, values in (("args", proc.args), ("env", proc.env)):
-        if len(values) > MAX_STRINGS - 2:
-            raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
-    if len(user.additional_gids) > 64:
-        raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
-    steps.append(ChdirStep(proc.cwd, before_user=True))
-    if proc.capabilities is not None:
-        bounding, caps = _capability_steps(proc.capabilities)
-        steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
-    else:
-        steps.append(UserStep(user.uid, user.gid, user.additional_gids))
-    steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
-    steps.append(ChdirStep(proc.cwd))
-    env = list(proc.env)
-    if not any(e.startswith("PATH=") for e in env):
-        env.append(DEFAULT_PATH)
-    if not any(e.startswith("HOME=") for e in env):
-        env.append("HOME=" + _home(rootfs, user.uid))
-    steps.append(ExecStep(proc.args, tuple(env)))
+    steps.extend(process_steps(spec.process, rootfs))
     go = next((i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS), len(steps) - 1)
     steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
+
+
+def build_exec(
+    proc: Process, *, namespaces: Iterable[str], rootfs: str, init_pid: int, cgroup_procs: Iterable[str]
+) -> Plan:
+    """The steps of ``proc`` joining a running container: its init ``init_pid``, the
+    ``namespaces`` its config lists (by type; one it does not list is the host's, which
+    the caller already has), its root and its cgroups."""
+    types = set(namespaces)
+    join = Join(
+        tuple((f"/proc/{init_pid}/ns/{name}", flag) for t, (name, flag) in JOIN_ORDER.items() if t in types),
+        f"/proc/{init_pid}/root",
+        tuple(cgroup_procs),
+    )
+    steps: list[Step] = [terminal_step(proc)] if proc.terminal else []
+    steps += process_steps(proc, rootfs)
+    return Plan(tuple(steps), 0, rootfs, join)
 
 
 _U64 = (1 << 64) - 1
@@ -485,6 +558,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("CHDIR", [int(step.before_user)], [step.path])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare], step.cgroup_procs)
+            case TerminalStep():
+                rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)
