@@ -66,6 +66,7 @@ class Container:
         self._spec: Spec | None = None
         self._exit: ExitWatch | None = None  # set once this object created the init
         self._terminal: Terminal | None = None
+        self._execs: set[Process] = set()  # exec'd by this object and not yet reaped
 
     # -- queries -----------------------------------------------------------------------
 
@@ -202,7 +203,12 @@ class Container:
         return code
 
     def _delete_now(self) -> None:
-        """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""
+        """Force-delete without the loop: for cancellation, where awaiting is no longer possible.
+
+        Our exec'd processes go first: the init, pid 1 of their namespace, finishes exiting
+        only once they are reaped, which the loop can no longer do meanwhile."""
+        for p in list(self._execs):
+            p._kill_now()
         lifecycle.delete(self._store, self.id, force=True)
         self._state = None
         if self._exit is not None:
@@ -255,7 +261,10 @@ class Container:
                 state.config, args, env=env, cwd=cwd, user=user, additional_gids=additional_gids,
                 capabilities=capabilities, no_new_privileges=no_new_privileges, terminal=terminal,
             )
-        return await Process.start(self._store, self.id, process, (stdin, stdout, stderr), console_socket)
+        p = await Process.start(self._store, self.id, process, (stdin, stdout, stderr), console_socket)
+        self._execs.add(p)
+        p.add_exit_callback(self._execs.discard)
+        return p
 
     async def processes(self) -> builtins.list[int]:
         """Host pids of every process in the container (its cgroup), as ``runc ps`` lists them."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from .ops.exec import Execution
@@ -179,6 +180,14 @@ class Process:
         if self._terminal is None:
             raise ValueError("the process has no terminal: exec it with terminal=True")
         self._terminal.resize(rows, cols)
+
+    def add_exit_callback(self, callback: Callable[[Process], object]) -> None:
+        """Call ``callback(process)`` once it has exited and been reaped."""
+        self._exit.future.add_done_callback(lambda _: callback(self))
+
+    def _kill_now(self) -> None:
+        """SIGKILL and reap without the loop (a delete on cancellation; see Container)."""
+        self._exit.reap_now(kill=True)
 
     def _exited(self, _: asyncio.Future[int]) -> None:
         # nobody reads its stdin any more; what it wrote stays readable until EOF

@@ -276,6 +276,25 @@ async def test_delete_kills_exec_processes(bundle: BundleFactory, state_root: Pa
     assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=p.pid)
 
 
+async def test_cancelled_run_reaps_exec_processes_first(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    # without the loop, the delete of a cancelled run() must reap our exec'd process itself:
+    # the init exits (and delete returns) only once every process of its namespace is reaped
+    b = bundle(["sh", "-c", "echo up; exec sleep 1000"])
+    c = Container(cid, b, root=state_root, stdout=PIPE)
+    task = asyncio.create_task(c.run())
+    for _ in range(1000):
+        if c.stdout is not None:
+            break
+        await asyncio.sleep(0.005)
+    assert c.stdout is not None and await c.stdout.readline() == b"up\n"
+    p = await c.exec(SLEEP)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert p.returncode == -signal.SIGKILL
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=p.pid)
+
+
 async def test_exec_through_a_loaded_container(bundle: BundleFactory, state_root: Path, cid: str) -> None:
     b = bundle(SLEEP)
     async with started(b, cid, state_root, stdin=DEVNULL):

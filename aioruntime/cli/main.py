@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import AioRuntimeError, ContainerNotFoundError
+from ..errors import AioRuntimeError, ContainerNotFoundError, SpawnError
 from ..state import DEFAULT_ROOT, Store
 from .args import Command, Flag, Parsed, UsageError, Value, parse, strings, usage
 
@@ -170,6 +170,8 @@ def cmd_exec(p: Parsed, store: Store) -> int:
         return _exec(p, store)
     except UsageError:
         raise
+    except SpawnError as e:
+        raise CommandError(f"exec failed: unable to start container process: {e}", 255) from e
     except (AioRuntimeError, OSError) as e:
         raise CommandError(f"exec failed: {_message(e)}", 255) from e
 
