@@ -36,9 +36,9 @@ from .status import Status
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .container import DEVNULL, PIPE, Container
-    from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
+    from .container import DEVNULL, PIPE, Container, Process
     from .network import Network
+    from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
 
 __all__ = [
     "CPU",
@@ -64,6 +64,7 @@ __all__ = [
     "NoNetworkNamespaceError",
     "Pids",
     "PortInUseError",
+    "Process",
     "ResourceError",
     "Resources",
     "SpawnError",
@@ -76,7 +77,7 @@ _RESOURCES = frozenset({"Resources", "Memory", "CPU", "Pids", "BlockIO", "Device
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Container", "PIPE", "DEVNULL"):
+    if name in ("Container", "Process", "PIPE", "DEVNULL"):
         from . import container
 
         return getattr(container, name)

@@ -6,39 +6,24 @@ from cffi import FFI
 
 HERE = Path(__file__).parent
 
+
+def _declarations(header: str) -> str:
+    """A header as cffi reads it: no preprocessor lines but the constant #defines (cffi strips
+    the comments itself; include guards have no value). The headers are the one declaration
+    of the C interface."""
+    return "\n".join(
+        line
+        for line in (HERE / header).read_text().splitlines()
+        if not line.startswith("#") or (line.startswith("#define AIO_") and len(line.split()) >= 3)
+    )
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(
-    "\n".join(
-        line
-        for line in (HERE / "_clone.h").read_text().splitlines()
-        if line.startswith("#define AIO_")
-    )
+    _declarations("_clone.h")
+    + _declarations("_bpf.h")
+    # inotify, for the cgroup and state-dir watches
     + """
-struct aio_spawn_args {
-    const char *plan;
-    size_t plan_len;
-    uint64_t clone_flags;
-    int stdio[3];
-    int sync_fd;
-    int state_dir_fd;
-    int preserve_fds;
-    int wait_fifo;
-};
-struct aio_error {
-    int32_t kind;
-    int32_t err;
-    char step[32];
-    char path[4096];
-};
-int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
-int aio_sync_pair(int fds[2]);
-int aio_send_go(int sock, const int *fds, int n);
-"""
-    # cgroup2 device programs (_bpf.c) and inotify, for the cgroup and state-dir watches
-    + """
-int aio_bpf_devices_attach(int cgroup_fd, const void *insns, unsigned int insn_cnt, char *log, unsigned int log_size);
-int aio_bpf_devices_detach(int cgroup_fd);
-int aio_bpf_devices_count(int cgroup_fd);
 int inotify_init1(int flags);
 int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
 """
@@ -50,4 +35,3 @@ ffibuilder.set_source(
     include_dirs=["aioruntime"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
-

@@ -1,6 +1,7 @@
 /*
  * The compiled half of aioruntime: clone3() a container init and carry out the
- * flat plan Python computed from the OCI config.
+ * flat plan Python computed from the OCI config; or enter a running container and
+ * start a process there the same way (aio_exec).
  *
  * After clone3() the child runs no Python and calls only async-signal-safe
  * functions (the parent may have threads).  It is deliberately dumb: every
@@ -10,7 +11,8 @@
  * preserved fds):
  *   parent -> child  'M'          (user namespace) id maps written: go on past WAIT_MAPS
  *   parent -> child  'G' + fds    cgroup.procs files opened: join them, go on past WAIT_GO
- *   child  -> parent 'R'          set up; now blocking on exec.fifo
+ *   child  -> parent 'R'          set up; now blocking on exec.fifo (exec: about to execve);
+ *                                 carries the pty master (SCM_RIGHTS) with a TERMINAL step
  *   child  -> parent struct aio_error   a step failed (then the child exits)
  * EOF instead of 'G' means the parent died: the child exits quietly.
  */
@@ -30,6 +32,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -38,6 +41,9 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "_clone.h"
@@ -58,6 +64,7 @@ struct child {
     int seccomp_late;    /* load the filter after every other step (no_new_privileges) */
     unsigned int seccomp_flags;
     struct sock_fprog seccomp;
+    int console_fd; /* the pty master (TERMINAL record), sent to the parent with 'R' */
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
     const char *argv_buf[AIO_MAX_STRS + 1];
@@ -182,21 +189,27 @@ static int make_in(int base, const char *rel, int as_file, mode_t mode)
     return 0;
 }
 
+/* ``prefix`` then ``n`` in decimal, without snprintf (not async-signal-safe). */
+static void numbered(char *out, const char *prefix, unsigned int n)
+{
+    char digits[16];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    size_t len = cstrlen(prefix);
+    memcpy(out, prefix, len);
+    out += len;
+    while (k)
+        *out++ = digits[--k];
+    *out = 0;
+}
+
 /* "/proc/self/fd/N": how mount(2) is pointed at a target resolved through an fd. */
 static void fd_path(char *out, int fd)
 {
-    static const char prefix[] = "/proc/self/fd/";
-    char digits[16];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + fd % 10);
-        fd /= 10;
-    } while (fd);
-    memcpy(out, prefix, sizeof(prefix) - 1);
-    out += sizeof(prefix) - 1;
-    while (n)
-        *out++ = digits[--n];
-    *out = 0;
+    numbered(out, "/proc/self/fd/", (unsigned int)fd);
 }
 
 /* Mount onto ``target``, resolved (and made) through base_of(): a symlink planted in the
@@ -386,17 +399,19 @@ static int mask_path(const char *path)
     return mount("/dev/null", path, NULL, MS_BIND, NULL);
 }
 
+/* Raw syscalls, not glibc's wrappers: those signal every thread glibc believes the process
+ * has (setxid broadcast), and this copy of a multithreaded parent has only one. */
 static int set_user(const struct record *r)
 {
     gid_t groups[AIO_MAX_INTS];
     size_t n = 0;
     for (uint32_t i = 3; i < r->nint; i++)
         groups[n++] = (gid_t)r->ints[i];
-    if (r->ints[2] && setgroups(n, groups) < 0)
+    if (r->ints[2] && syscall(SYS_setgroups, n, groups) < 0)
         return -1;
-    if (setresgid((gid_t)r->ints[1], (gid_t)r->ints[1], (gid_t)r->ints[1]) < 0)
+    if (syscall(SYS_setresgid, (gid_t)r->ints[1], (gid_t)r->ints[1], (gid_t)r->ints[1]) < 0)
         return -1;
-    return setresuid((uid_t)r->ints[0], (uid_t)r->ints[0], (uid_t)r->ints[0]);
+    return (int)syscall(SYS_setresuid, (uid_t)r->ints[0], (uid_t)r->ints[0], (uid_t)r->ints[0]);
 }
 
 static int drop_bounding(const struct record *r)
@@ -432,6 +447,76 @@ static int set_caps(const struct record *r)
         if ((amb & (1ULL << cap)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EPERM)
             return -1;
     return 0;
+}
+
+/* One datagram, with ``fd`` attached (SCM_RIGHTS) unless it is -1. */
+static int send_msg(int sock, const void *buf, size_t len, int fd)
+{
+    struct iovec iov = {(void *)buf, len};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    memset(&u, 0, sizeof(u));
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (fd >= 0) {
+        m.msg_control = u.buf;
+        m.msg_controllen = sizeof(u.buf);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    }
+    return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+/* A pty from the container's own devpts: its peer becomes stdio and the controlling terminal
+ * (we are a session leader: setsid at the start), the master is kept for the 'R' report.
+ * ints: rows, cols (0: leave the size), owner uid of the peer, bind the peer on /dev/console */
+static void open_terminal(struct child *c, const struct record *r, char *scratch)
+{
+    static const char ptmx[] = "/dev/pts/ptmx";
+    int master = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC), unlock = 0;
+    if (master < 0)
+        fail(c, "terminal", ptmx, errno);
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        fail(c, "terminal", "unlock", errno);
+    if (r->ints[0] && r->ints[1]) {
+        struct winsize ws = {(unsigned short)r->ints[0], (unsigned short)r->ints[1], 0, 0};
+        if (ioctl(master, TIOCSWINSZ, &ws) < 0)
+            fail(c, "terminal", "window size", errno);
+    }
+    int peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (peer < 0)
+        fail(c, "terminal", "peer", errno);
+    if (fchown(peer, (uid_t)r->ints[2], (gid_t)-1) < 0) /* the user must control its terminal */
+        fail(c, "terminal", "chown", errno);
+    if (r->ints[3]) {
+        unsigned int n;
+        struct stat st;
+        if (ioctl(master, TIOCGPTN, &n) < 0)
+            fail(c, "terminal", "pty number", errno);
+        numbered(scratch, "/dev/pts/", n);
+        if (stat("/dev/console", &st) < 0) {
+            int f = open("/dev/console", O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+            if (f < 0)
+                fail(c, "terminal", "/dev/console", errno);
+            close(f);
+        }
+        if (mount(scratch, "/dev/console", NULL, MS_BIND, NULL) < 0)
+            fail(c, "mount", "/dev/console", errno);
+    }
+    if (ioctl(peer, TIOCSCTTY, 0) < 0)
+        fail(c, "terminal", "controlling terminal", errno);
+    for (int i = 0; i < 3; i++)
+        if (dup3(peer, i, 0) < 0)
+            fail(c, "terminal", "stdio", errno);
+    close(peer);
+    c->console_fd = master;
 }
 
 static const char *env_path(const char **envp)
@@ -666,6 +751,9 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         if (!c->seccomp_late)
             load_filter(c);
         break;
+    case AIO_OP_TERMINAL:
+        open_terminal(c, r, scratch);
+        break;
     case AIO_OP_ARGV:
         c->argv = copy_list(c->argv_buf, r);
         break;
@@ -677,7 +765,8 @@ static void run_record(struct child *c, struct record *r, char *scratch)
     }
 }
 
-/* Put stdio on 0-2, the preserved fds on 3.., then sync and the state dir; close the rest. */
+/* Put stdio on 0-2, the preserved fds on 3.., then sync and the state dir (if any); close
+ * the rest. The preserved fds lose close-on-exec: a library caller's fds have it. */
 static void arrange_fds(struct child *c)
 {
     const struct aio_spawn_args *a = c->args;
@@ -687,7 +776,7 @@ static void arrange_fds(struct child *c)
     for (int i = 0; i < 5; i++) {
         int from = src[i] >= 0 ? src[i] : (i < 3 ? i : -1);
         tmp[i] = from >= 0 ? fcntl(from, F_DUPFD_CLOEXEC, floor) : -1;
-        if (tmp[i] < 0 && i >= 3)
+        if (tmp[i] < 0 && i == 3)
             _exit(AIO_EXIT_SETUP_FAILED);
     }
     for (int i = 0; i < 3; i++) {
@@ -696,11 +785,14 @@ static void arrange_fds(struct child *c)
         else
             close(i);
     }
+    for (int i = 3; i < 3 + a->preserve_fds; i++)
+        fcntl(i, F_SETFD, 0);
     c->sync_fd = 3 + a->preserve_fds;
-    c->dir_fd = c->sync_fd + 1;
     dup3(tmp[3], c->sync_fd, O_CLOEXEC);
-    dup3(tmp[4], c->dir_fd, O_CLOEXEC);
-    syscall(SYS_close_range, c->dir_fd + 1, ~0U, 0);
+    c->dir_fd = tmp[4] >= 0 ? c->sync_fd + 1 : -1;
+    if (c->dir_fd >= 0)
+        dup3(tmp[4], c->dir_fd, O_CLOEXEC);
+    syscall(SYS_close_range, c->sync_fd + 1 + (c->dir_fd >= 0), ~0U, 0);
 }
 
 static void reset_signals(void)
@@ -715,7 +807,7 @@ static void reset_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void child_main(const struct aio_spawn_args *args)
+static void child_main(const struct aio_spawn_args *args, const struct aio_join *join)
 {
     struct child c;
     struct record r;
@@ -725,11 +817,19 @@ static void child_main(const struct aio_spawn_args *args)
     c.argv = NULL;
     c.root_fd = -1;
     c.slash_fd = -1;
+    c.console_fd = -1;
+    c.sync_fd = args->sync_fd;
     reset_signals();
     /* not dumpable, so nothing in the container can open /proc/<init>/...; in a new user
      * namespace only once the parent (maybe unprivileged) has written our id maps */
     if (!(args->clone_flags & CLONE_NEWUSER))
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* exec: join the container's cgroups first, through fds the parent opened (the host paths
+     * do not resolve in the container's mount namespace); any wait the kernel makes on the
+     * migration is ours, not the parent's */
+    for (int i = 0; join && i < join->n_cgroups; i++)
+        if (write(join->cgroup_fds[i], "0", 1) != 1)
+            fail(&c, "join cgroup", join->cgroup_paths[i], errno);
     arrange_fds(&c);
     if (setsid() < 0)
         fail(&c, "setsid", "", errno);
@@ -744,16 +844,19 @@ static void child_main(const struct aio_spawn_args *args)
     if (c.seccomp_late)
         load_filter(&c);
     char ready = 'R';
-    if (send(c.sync_fd, &ready, 1, MSG_NOSIGNAL) != 1)
+    if (send_msg(c.sync_fd, &ready, 1, c.console_fd) < 0)
         _exit(AIO_EXIT_SETUP_FAILED);
     close(c.sync_fd);
+    if (c.console_fd >= 0)
+        close(c.console_fd);
     if (args->wait_fifo) {
         int fifo = openat(c.dir_fd, "exec.fifo", O_WRONLY | O_CLOEXEC);
         if (fifo < 0 || write(fifo, "0", 1) != 1)
             _exit(AIO_EXIT_SETUP_FAILED);
         close(fifo);
     }
-    close(c.dir_fd);
+    if (c.dir_fd >= 0)
+        close(c.dir_fd);
     execve(c.exe, (char *const *)c.argv, (char *const *)c.envp);
     int err = errno;
     static const char msg[] = "aioruntime: exec failed: ";
@@ -811,9 +914,162 @@ int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out)
     if (pid < 0)
         return -errno;
     if (pid == 0) {
-        child_main(args);
+        child_main(args, NULL);
         _exit(AIO_EXIT_SETUP_FAILED);
     }
     *pidfd_out = pidfd;
     return (int)pid;
+}
+
+struct exec_ctx {
+    const struct aio_spawn_args *args;
+    const struct aio_join *join;
+    struct aio_error *err;
+    int pidfd;
+    long pid;
+};
+
+static const char *ns_name(int type)
+{
+    switch (type) {
+    case CLONE_NEWUSER: return "user";
+    case CLONE_NEWIPC: return "ipc";
+    case CLONE_NEWUTS: return "uts";
+    case CLONE_NEWNET: return "net";
+    case CLONE_NEWPID: return "pid";
+    case CLONE_NEWNS: return "mnt";
+    case CLONE_NEWCGROUP: return "cgroup";
+    default: return "?";
+    }
+}
+
+static int join_failed(struct exec_ctx *x, const char *step, const char *path, int err)
+{
+    x->err->kind = 'E';
+    x->err->err = err;
+    cstrlcpy(x->err->step, step, sizeof(x->err->step));
+    cstrlcpy(x->err->path, path, sizeof(x->err->path));
+    return 1;
+}
+
+/* The intermediate of an exec. It runs vfork-style (the caller's memory and fd table, the
+ * caller's thread suspended, all signals blocked) so it costs no copy of the caller and has
+ * nothing to report but through ``x``: it enters the namespaces in the given order and
+ * clone3s the process with CLONE_PARENT, so that the process is the caller's child (pidfd,
+ * reaped by the caller) and lands in the container's pid namespace, then exits. */
+static int exec_intermediate(void *arg)
+{
+    struct exec_ctx *x = arg;
+    const struct aio_join *j = x->join;
+    for (int i = 0; i < j->n_ns; i++)
+        if (setns(j->ns_fds[i], j->ns_types[i]) < 0)
+            return join_failed(x, "setns", ns_name(j->ns_types[i]), errno);
+    /* the init's root, not the mount namespace's: they differ after --no-pivot's chroot */
+    if (j->root_fd >= 0 && (fchdir(j->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0))
+        return join_failed(x, "chroot", "container root", errno);
+    struct clone_args ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.flags = CLONE_PARENT | CLONE_PIDFD; /* exit signal: ours, SIGCHLD */
+    ca.pidfd = (uint64_t)(uintptr_t)&x->pidfd;
+    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0) {
+        child_main(x->args, j);
+        _exit(AIO_EXIT_SETUP_FAILED);
+    }
+    if (pid < 0)
+        return join_failed(x, "clone3", "", errno);
+    x->pid = pid;
+    return 0;
+}
+
+#define EXEC_STACK (1 << 20) /* the intermediate's, then (copied) the process's own until execve */
+
+int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err)
+{
+    struct exec_ctx x = {args, join, err, -1, 0};
+    sigset_t all, old;
+    siginfo_t si;
+    memset(err, 0, sizeof(*err));
+    char *stack = mmap(NULL, EXEC_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE,
+                       -1, 0);
+    if (stack == MAP_FAILED) {
+        join_failed(&x, "mmap", "", errno);
+        return -1;
+    }
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int apid = clone(exec_intermediate, stack + EXEC_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &x);
+    int cerr = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (apid < 0) {
+        join_failed(&x, "clone", "", cerr);
+    } else {
+        /* it has released our memory: only the last steps of its exit remain */
+        while (waitid(P_PID, (id_t)apid, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        if (!x.pid && !err->kind)
+            join_failed(&x, "intermediate", "", ECHILD); /* killed before it could clone */
+    }
+    munmap(stack, EXEC_STACK);
+    if (!x.pid)
+        return -1;
+    *pidfd_out = x.pidfd;
+    return (int)x.pid;
+}
+
+long aio_recv(int sock, void *buf, size_t len, int *fd_out)
+{
+    struct iovec iov = {buf, len};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+    } u;
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof(u.buf);
+    *fd_out = -1;
+    ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if (*fd_out < 0)
+                *fd_out = fd;
+            else
+                close(fd); /* one fd per message is all we expect */
+        }
+    }
+    return n;
+}
+
+int aio_unix_connect(const char *path)
+{
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    if (cstrlen(path) >= sizeof(addr.sun_path))
+        return -ENAMETOOLONG;
+    cstrlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int aio_send_fd(int sock, int fd, const char *name)
+{
+    return send_msg(sock, name, cstrlen(name), fd) < 0 ? -errno : 0;
 }

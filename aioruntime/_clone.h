@@ -1,4 +1,5 @@
-/* Shared between _clone.c and the cffi declarations in _build.py: keep them in step. */
+/* The C interface of aioruntime._native: _clone.c implements it, and _build.py hands it
+ * to cffi as is (minus the preprocessor lines other than AIO_ constants). */
 #ifndef AIORUNTIME_CLONE_H
 #define AIORUNTIME_CLONE_H
 #include <stddef.h>
@@ -33,6 +34,7 @@
 #define AIO_OP_SECCOMP 26
 #define AIO_OP_WAIT_MAPS 27
 #define AIO_OP_LOOPBACK_UP 28
+#define AIO_OP_TERMINAL 29
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
@@ -50,6 +52,17 @@ struct aio_spawn_args {
     int wait_fifo;          /* block on exec.fifo before execve (create), or not (exec) */
 };
 
+/* exec: how to enter a running container before the plan runs (see aio_exec). */
+struct aio_join {
+    const int *ns_fds;      /* /proc/<init>/ns/<type> opened by the caller, in setns order */
+    const int *ns_types;    /* CLONE_NEW* of each */
+    int n_ns;
+    int root_fd;            /* the init's root (/proc/<init>/root), entered after the setns */
+    const int *cgroup_fds;  /* cgroup.procs of each hierarchy, written by the process itself */
+    const char *const *cgroup_paths; /* the same, named in errors */
+    int n_cgroups;
+};
+
 struct aio_error {
     int32_t kind; /* 'E' */
     int32_t err;
@@ -58,8 +71,12 @@ struct aio_error {
 };
 
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
-/* The sync channel, here so that the CLI need not import Python's socket module. */
+int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err);
+/* The sync channel and fd passing, here so that the CLI need not import Python's socket module. */
 int aio_sync_pair(int fds[2]);
 int aio_send_go(int sock, const int *fds, int n);
+long aio_recv(int sock, void *buf, size_t len, int *fd_out);
+int aio_unix_connect(const char *path);
+int aio_send_fd(int sock, int fd, const char *name);
 
 #endif

@@ -11,50 +11,35 @@ import asyncio
 import builtins
 import os
 import signal
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .ops.create import Creation
 from .cgroups.placement import locate
 from .cgroups.stats import StatsReader
 from .errors import ContainerExistsError, ContainerNotFoundError
 from .events import Event, Hub
 from .ops import freeze, lifecycle
 from .ops import update as updating
+from .ops.create import Creation
+from .ops.exec import exec_process
+from .process import ExitWatch, Process, check_terminal, connect, launch, readable
+from .spec import Process as ProcessSpec
 from .spec import Spec, load
 from .spec.resources import Resources
 from .state import DEFAULT_ROOT, State, Store, check_id
 from .stats import Stats
 from .status import Status, require
-
-PIPE = subprocess.PIPE
-DEVNULL = subprocess.DEVNULL
+from .stdio import DEVNULL, PIPE, ChildStdio, Stdio
+from .terminal import Terminal
 
 if TYPE_CHECKING:
     from .criu.swrk import Wait
     from .network import Endpoint, Network, PortMapping
     from .network.nat import Ports
 
-Stdio = int | IO[Any] | None
+__all__ = ["DEVNULL", "PIPE", "Container", "Process", "Stdio"]
 T = TypeVar("T")
-
-
-async def _readable(fd: int) -> None:
-    """Wait until ``fd`` is readable, on the running loop."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 async def _driven(wait: Wait[T]) -> T:
@@ -63,20 +48,12 @@ async def _driven(wait: Wait[T]) -> T:
     try:
         fd = next(wait)
         while True:
-            await _readable(fd)
+            await readable(fd)
             fd = wait.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:
         wait.close()
-
-
-def _returncode(pidfd: int, block: bool) -> int | None:
-    """Reap our child through its pidfd: the exit code, or minus the signal that killed it."""
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | (0 if block else os.WNOHANG))
-    if info is None:
-        return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 class Container:
@@ -85,6 +62,9 @@ class Container:
     stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
     inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
     ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+    When the config's ``process.terminal`` is true they stay unset: the process's stdio is
+    a pty opened in the container, whose master goes to ``console_socket`` if given (runc's
+    ``--console-socket``), else becomes ``stdin``/``stdout`` here (``resize`` sets its size).
 
     With ``network`` the container joins that ``Network`` on create (see ``attach``).
     """
@@ -99,6 +79,7 @@ class Container:
         stdout: Stdio = None,
         stderr: Stdio = None,
         no_pivot: bool = False,
+        console_socket: str | None = None,
         network: Network | None = None,
         ports: Ports | None = None,
         nat: bool = False,
@@ -108,13 +89,15 @@ class Container:
         self._store = Store(root)
         self._stdio = (stdin, stdout, stderr)
         self._no_pivot = no_pivot
+        self._console_socket = console_socket
         self.stdin: asyncio.StreamWriter | None = None
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._state: State | None = None
         self._spec: Spec | None = None
-        self._pidfd: int | None = None  # set while our child init is unreaped
-        self._exit: asyncio.Future[int] | None = None
+        self._exit: ExitWatch | None = None  # set once this object created the init
+        self._terminal: Terminal | None = None
+        self._execs: set[Process] = set()  # exec'd by this object and not yet reaped
         self._hub: Hub | None = None  # made by the first events() subscriber
         # networking: what create() joins, checked now so that a mistake fails before anything runs
         self._join: tuple[Network, Ports, bool] | None = None
@@ -138,7 +121,7 @@ class Container:
     @property
     def returncode(self) -> int | None:
         """The init's exit status once reaped by this process (minus the signal if killed)."""
-        return self._exit.result() if self._exit is not None and self._exit.done() else None
+        return self._exit.future.result() if self._exit is not None and self._exit.future.done() else None
 
     @property
     def config(self) -> Spec:
@@ -194,46 +177,45 @@ class Container:
             raise ContainerExistsError(self.id)
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
-        spec = None
+        spec = load(self.bundle)
         if self._join is not None:  # networking: refuse a container without a netns of its own now
             from .network.network import check_netns
 
-            spec = load(self.bundle)
             check_netns(spec, self.id)
-        child_fds, parent_fds, close_after = self._open_stdio()
-        creation = Creation(self._store, self.id, self.bundle, stdio=child_fds, no_pivot=self._no_pivot, spec=spec)
+        check_terminal(spec.process is not None and spec.process.terminal, self._stdio)
+        stdio = ChildStdio(self._stdio)
+        creation = Creation(
+            self._store, self.id, self.bundle, stdio=stdio.child, no_pivot=self._no_pivot, spec=spec,
+            console_socket=self._console_socket,
+        )
         try:
-            fd = creation.begin()
-            for f in close_after:
-                os.close(f)
-            close_after = []
-            await _readable(fd)
-            self._state = creation.finish()
+            self._state = await launch(creation, stdio)
         except BaseException:
-            creation.abort()
-            for f in close_after + [f for f in parent_fds if f is not None]:
-                os.close(f)
             if self._hub is not None:
                 self._hub.end()
             raise
-        self._spec = creation.spec
+        self._spec = spec
         self._watch_exit(creation.pidfd)
         if self._hub is not None:
             self._hub.created()
+        assert creation.console is not None
         try:
             if self._join is not None:  # networking, before stdio: its streams would outlive a failure
                 network, ports, nat = self._join
                 try:
                     await self.attach(network, ports=ports, nat=nat)
                 except BaseException:
-                    for ours in parent_fds:
-                        if ours is not None:
-                            os.close(ours)
+                    stdio.close()
+                    if creation.console.master >= 0:
+                        os.close(creation.console.master)
                     raise
-            await self._connect_stdio(parent_fds)
+            (self.stdin, self.stdout, self.stderr), self._terminal = await connect(stdio, creation.console.master)
         except BaseException:
             self._delete_now()  # releases the network too
             raise
+        if (terminal := self._terminal) is not None:
+            assert self._exit is not None
+            self._exit.future.add_done_callback(lambda _: terminal.close())
 
     async def attach(self, network: Network, *, ports: Ports | None = None, nat: bool = False) -> Endpoint:
         """Join ``network``, created or running: eth0 with the next free address and a default route.
@@ -271,7 +253,7 @@ class Container:
     async def wait(self) -> int | None:
         """Wait for the init to exit; its status if this process created it, else None."""
         if self._exit is not None:
-            return await asyncio.shield(self._exit)
+            return await asyncio.shield(self._exit.future)
         state = self._load()
         try:
             pidfd = os.pidfd_open(state.pid)
@@ -279,7 +261,7 @@ class Container:
             return None
         try:
             if lifecycle.status_of(self._store, state) is not Status.STOPPED:
-                await _readable(pidfd)
+                await readable(pidfd)
         finally:
             os.close(pidfd)
         return None
@@ -292,9 +274,9 @@ class Container:
         pidfd = lifecycle.delete_begin(self._store, self.id, force=force)
         try:
             if pidfd is not None:
-                await _readable(pidfd)
+                await readable(pidfd)
             if self._exit is not None:
-                await asyncio.shield(self._exit)
+                await asyncio.shield(self._exit.future)
             await self._leave_network()
         except BaseException:
             self._delete_now()
@@ -391,32 +373,33 @@ class Container:
             os.fspath(image_path), os.fspath(work_path) if work_path is not None else None,
             tcp_established, ext_unix_sk, shell_job, file_locks, manage_cgroups_mode,
         )
-        child_fds, parent_fds, close_after = c._open_stdio()
+        stdio = ChildStdio(c._stdio)
         try:
-            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=child_fds, criu=criu))
+            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=stdio.child, criu=criu))
         except BaseException:
-            for f in [f for f in parent_fds if f is not None]:
-                os.close(f)
+            stdio.close()
             raise
-        finally:
-            for f in close_after:
-                os.close(f)
+        stdio.started()
         c._state = restored.state
         c._watch_exit(restored.pidfd)
         try:
-            await c._connect_stdio(parent_fds)
+            c.stdin, c.stdout, c.stderr = await stdio.connect()
         except BaseException:
             c._delete_now()
             raise
         return c
 
     def _delete_now(self) -> None:
-        """Force-delete without the loop: for cancellation, where awaiting is no longer possible."""
+        """Force-delete without the loop: for cancellation, where awaiting is no longer possible.
+
+        Our exec'd processes go first: the init, pid 1 of their namespace, finishes exiting
+        only once they are reaped, which the loop can no longer do meanwhile."""
+        for p in list(self._execs):
+            p._kill_now()
         lifecycle.delete(self._store, self.id, force=True)
         self._state = None
-        if self._pidfd is not None:
-            code = _returncode(self._pidfd, block=True)
-            self._reaped(code if code is not None else -signal.SIGKILL)
+        if self._exit is not None:
+            self._exit.reap_now()
         if self._hub is not None:
             self._hub.deleted()
 
@@ -444,7 +427,7 @@ class Container:
         try:
             while not f.done():
                 if f.fd >= 0:
-                    await _readable(f.fd)
+                    await readable(f.fd)
                 else:
                     await asyncio.sleep(f.retry)  # cgroup v1 tells no one when it is done
         finally:
@@ -491,7 +474,7 @@ class Container:
         if self._hub is None:
             if self._state is None and self.bundle is None:
                 self._load()  # ContainerNotFoundError: nothing to listen to
-            self._hub = Hub(self._store, self.id, lambda: self._pidfd is not None)
+            self._hub = Hub(self._store, self.id, lambda: self._exit is not None and not self._exit.reaped)
         hub = self._hub
         queue = hub.subscribe()
         try:
@@ -500,87 +483,66 @@ class Container:
         finally:
             hub.unsubscribe(queue)
 
-    # -- exit and stdio --------------------------------------------------------------------
+    # -- processes and terminals ------------------------------------------------------
+
+    async def exec(
+        self,
+        args: Sequence[str] | None = None,
+        *,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        env: Iterable[str] = (),
+        cwd: str | None = None,
+        user: str | int | None = None,
+        additional_gids: Iterable[int] = (),
+        capabilities: Iterable[str] = (),
+        no_new_privileges: bool | None = None,
+        terminal: bool = False,
+        process: ProcessSpec | None = None,
+        console_socket: str | None = None,
+    ) -> Process:
+        """Start ``args`` in the running container (runc's exec): a ``Process``, our child.
+
+        It is the container's own process with ``args`` and these options applied as runc
+        exec applies its flags: ``env`` (NAME=value) added to the config's, ``cwd``, ``user``
+        (``uid`` or ``"uid:gid"``), ``additional_gids`` and ``capabilities`` added,
+        ``no_new_privileges``, ``terminal``; or exactly ``process`` (``runc exec -p``).
+        stdio is as for the container; with a terminal it is the pty, see ``Process``.
+        Raises InvalidStateError unless the container is running, SpawnError if the
+        process cannot start (``exec: "x": executable file not found in $PATH``).
+        """
+        if process is None:
+            if not args:
+                raise ValueError("exec: give the args to run (or a process)")
+            state = self._state or self._load()
+            process = exec_process(
+                state.config, args, env=env, cwd=cwd, user=user, additional_gids=additional_gids,
+                capabilities=capabilities, no_new_privileges=no_new_privileges, terminal=terminal,
+            )
+        p = await Process.start(self._store, self.id, process, (stdin, stdout, stderr), console_socket)
+        self._execs.add(p)
+        p.add_exit_callback(self._execs.discard)
+        return p
+
+    async def processes(self) -> builtins.list[int]:
+        """Host pids of every process in the container (its cgroup), as ``runc ps`` lists them."""
+        return lifecycle.processes(self._store, self.id)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the window size of the init's terminal (``process.terminal``; it gets SIGWINCH)."""
+        if self._terminal is None:
+            raise ValueError("the container's process has no terminal here (process.terminal is false, "
+                             "or its master went to the console socket)")
+        self._terminal.resize(rows, cols)
+
+    # -- exit --------------------------------------------------------------------------------
 
     def _watch_exit(self, pidfd: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._pidfd = pidfd
-        self._exit = loop.create_future()
+        """Reap our child init as soon as it exits, and tell the event stream."""
+        self._exit = ExitWatch(pidfd)
+        self._exit.future.add_done_callback(self._exited)
 
-        def on_readable() -> None:
-            code = _returncode(pidfd, block=False)
-            if code is not None:
-                self._reaped(code)
-
-        loop.add_reader(pidfd, on_readable)
-
-    def _reaped(self, code: int) -> None:
-        assert self._pidfd is not None and self._exit is not None
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
-        if not self._exit.done():
-            self._exit.set_result(code)
-        if self._hub is not None:
-            self._hub.exited(code)
-
-    def _open_stdio(self) -> tuple[tuple[int, int, int], builtins.list[int | None], builtins.list[int]]:
-        """(fds for the child, our ends of PIPEs, fds to close once the child has its copies)."""
-        child: builtins.list[int] = []
-        ours: builtins.list[int | None] = []
-        close_after: builtins.list[int] = []
-        try:
-            for i, spec in enumerate(self._stdio):
-                if spec is None:
-                    child.append(-1)
-                    ours.append(None)
-                elif spec == PIPE:
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    child.append(r if i == 0 else w)
-                    ours.append(w if i == 0 else r)
-                    close_after.append(child[-1])
-                elif spec == DEVNULL:
-                    fd = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
-                    child.append(fd)
-                    ours.append(None)
-                    close_after.append(fd)
-                else:
-                    child.append(spec if isinstance(spec, int) else spec.fileno())
-                    ours.append(None)
-        except BaseException:
-            for f in close_after + [f for f in ours if f is not None]:
-                os.close(f)
-            raise
-        return (child[0], child[1], child[2]), ours, close_after
-
-    async def _connect_stdio(self, fds: builtins.list[int | None]) -> None:
-        """Wrap our PIPE ends in streams; on failure or cancellation close every one."""
-        loop = asyncio.get_running_loop()
-        files = [os.fdopen(fd, "wb" if i == 0 else "rb", 0) if fd is not None else None for i, fd in enumerate(fds)]
-        transports: builtins.list[asyncio.BaseTransport] = []
-        try:
-            if files[0] is not None:
-                writer, protocol = await loop.connect_write_pipe(_protocol(asyncio.StreamReader()), files[0])
-                transports.append(writer)
-                self.stdin = asyncio.StreamWriter(writer, protocol, None, loop)
-            readers: builtins.list[asyncio.StreamReader | None] = []
-            for f in files[1:]:
-                reader = None
-                if f is not None:
-                    reader = asyncio.StreamReader()
-                    transport, _ = await loop.connect_read_pipe(_protocol(reader), f)
-                    transports.append(transport)
-                readers.append(reader)
-            self.stdout, self.stderr = readers
-        except BaseException:
-            for t in transports:
-                t.close()
-            for f in files:
-                if f is not None:
-                    f.close()
-            self.stdin = None
-            raise
-
-
-def _protocol(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReaderProtocol]:
-    return lambda: asyncio.StreamReaderProtocol(reader)
+    def _exited(self, future: asyncio.Future[int]) -> None:
+        if self._hub is not None and not future.cancelled():
+            self._hub.exited(future.result())

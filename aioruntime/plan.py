@@ -3,7 +3,8 @@
 Every decision about the container's filesystem, identity and process is taken here, in
 Python, where it can be read and unit-tested; ``_clone.c`` executes the steps blindly.
 Paths before the ``PivotRoot`` step are host paths (rootfs-prefixed), after it container
-paths.
+paths. ``build`` plans a container's init, ``build_exec`` a process joining a running one;
+both end with the same ``process_steps``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .spec import Capabilities, Linux, Mount, Spec
+from .spec import Capabilities, Linux, Mount, Process, Spec
 from .spec.names import CAPABILITIES
 
 # <sys/mount.h>
@@ -60,6 +61,15 @@ NAMESPACE_FLAGS: dict[str, int] = {
 }
 CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
 CLONE_NEWUSER = NAMESPACE_FLAGS["user"]
+# exec joins in runc's order (libcontainer's NamespaceTypes): user first, for the
+# capabilities over the others; mount after pid and net, whose files it would hide.
+# type -> (name under /proc/PID/ns, CLONE_NEW*)
+JOIN_ORDER: dict[str, tuple[str, int]] = {
+    "user": ("user", CLONE_NEWUSER), "ipc": ("ipc", NAMESPACE_FLAGS["ipc"]),
+    "uts": ("uts", NAMESPACE_FLAGS["uts"]), "network": ("net", NAMESPACE_FLAGS["network"]),
+    "pid": ("pid", NAMESPACE_FLAGS["pid"]), "mount": ("mnt", NAMESPACE_FLAGS["mount"]),
+    "cgroup": ("cgroup", CLONE_NEWCGROUP),
+}
 
 S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
 DEVICE_TYPES = {"c": S_IFCHR, "u": S_IFCHR, "b": S_IFBLK, "p": S_IFIFO}
@@ -244,6 +254,17 @@ class WaitMapsStep(NamedTuple):
     on: bool = True
 
 
+class TerminalStep(NamedTuple):
+    """Open a pty in the container's devpts; its peer becomes stdio and the controlling
+    terminal, the master goes to the parent with the ready report (runc opens it inside
+    the container too, so the pty belongs to the container's devpts)."""
+
+    rows: int = 0  # 0: the kernel's default size
+    cols: int = 0
+    uid: int = 0  # owner of the peer: the process's user controls its terminal
+    console: bool = False  # the init's: bind the peer onto /dev/console
+
+
 class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -253,14 +274,27 @@ Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
     | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
-    | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep
+    | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep
 )
+
+
+class Join(NamedTuple):
+    """How an exec'd process enters a running container, before its steps run.
+
+    The parent opens every file; the compiled intermediate setns()es into the namespaces
+    in this order and chroots to the init's root, and the process writes itself into the
+    cgroups through the fds (their host paths do not resolve in the container)."""
+
+    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME, CLONE_NEW*)
+    root: str  # /proc/PID/root
+    cgroup_procs: tuple[str, ...]  # the cgroup.procs file of each hierarchy
 
 
 class Plan(NamedTuple):
     steps: tuple[Step, ...]
     clone_flags: int  # namespaces made by clone3
     rootfs: str
+    join: Join | None = None  # exec only
 
 
 class CgroupMount(NamedTuple):
@@ -422,6 +456,59 @@ def _home(rootfs: str, uid: int) -> str:
     return "/"
 
 
+def _environ(env: Iterable[str], rootfs: str, uid: int) -> tuple[str, ...]:
+    """The process's environment as runc makes it: a later NAME=value replaces an earlier one
+    in its place, PATH and HOME (from the container's /etc/passwd) are added when missing."""
+    merged: dict[str, str] = {}
+    for e in env:
+        merged[e.partition("=")[0]] = e
+    merged.setdefault("PATH", DEFAULT_PATH)
+    if "HOME" not in merged:
+        merged["HOME"] = "HOME=" + _home(rootfs, uid)
+    return tuple(merged.values())
+
+
+def process_steps(proc: Process, rootfs: str, linux: Linux, *, rootless: bool = False) -> list[Step]:
+    """What makes the process itself, for an init and an exec alike: rlimits, personality,
+    no_new_privs, seccomp, bounding set, user and groups, capabilities, umask, cwd, argv, env."""
+    for i, r in enumerate(proc.rlimits):
+        _check_rlimit(i, r.type, r.hard)
+    steps: list[Step] = [RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits]
+    if linux.personality is not None:
+        steps.append(PersonalityStep(_persona(linux.personality)))
+    if proc.no_new_privileges:
+        steps.append(NoNewPrivsStep())
+    if linux.seccomp is not None:
+        from .seccomp import compile_profile
+
+        bpf = compile_profile(linux.seccomp)
+        steps.append(SeccompStep(bpf.program, bpf.flags, late=proc.no_new_privileges))
+    user = proc.user
+    for name, values in (("args", proc.args), ("env", proc.env)):
+        if len(values) > MAX_STRINGS - 2:
+            raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
+    if len(user.additional_gids) > 64:
+        raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    if rootless and user.additional_gids:
+        raise ConfigError("process.user.additionalGids", "an unprivileged runtime's user namespace cannot set groups")
+    as_user = UserStep(user.uid, user.gid, user.additional_gids, setgroups=not rootless)
+    steps.append(ChdirStep(proc.cwd, before_user=True))
+    if proc.capabilities is not None:
+        bounding, caps = _capability_steps(proc.capabilities)
+        steps += [bounding, KeepCapsStep(True), as_user, KeepCapsStep(False), caps]
+    else:
+        steps.append(as_user)
+    steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
+    steps.append(ChdirStep(proc.cwd))
+    steps.append(ExecStep(proc.args, _environ(proc.env, rootfs, user.uid)))
+    return steps
+
+
+def terminal_step(proc: Process, *, console: bool = False) -> TerminalStep:
+    size = proc.console_size
+    return TerminalStep(size.height if size else 0, size.width if size else 0, proc.user.uid, console)
+
+
 def build(
     spec: Spec,
     *,
@@ -502,6 +589,8 @@ def build(
         steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
 
     steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
+    if spec.process.terminal:  # after the pivot (the container's devpts), before anything read-only
+        steps.append(terminal_step(spec.process, console=True))
     if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
         steps.append(MountStep("", "/", "", "", root_prop))
     for key, value in linux.sysctl.items():  # before /proc/sys is made read-only
@@ -518,50 +607,38 @@ def build(
     if clone_flags & NAMESPACE_FLAGS["network"]:
         steps.append(LoopbackUpStep())
 
-    proc = spec.process
-    process_steps = len(steps)  # from here the init's own settings: limits, seccomp, caps, user
-    for i, r in enumerate(proc.rlimits):
-        _check_rlimit(i, r.type, r.hard)
-    steps.extend(RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits)
-    if linux.personality is not None:
-        steps.append(PersonalityStep(_persona(linux.personality)))
-    if proc.no_new_privileges:
-        steps.append(NoNewPrivsStep())
-    if linux.seccomp is not None:
-        from .seccomp import compile_profile
-
-        bpf = compile_profile(linux.seccomp)
-        steps.append(SeccompStep(bpf.program, bpf.flags, late=proc.no_new_privileges))
-    user = proc.user
-    for name, values in (("args", proc.args), ("env", proc.env)):
-        if len(values) > MAX_STRINGS - 2:
-            raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
-    if len(user.additional_gids) > 64:
-        raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
-    if rootless and user.additional_gids:
-        raise ConfigError("process.user.additionalGids", "an unprivileged runtime's user namespace cannot set groups")
-    as_user = UserStep(user.uid, user.gid, user.additional_gids, setgroups=not rootless)
-    steps.append(ChdirStep(proc.cwd, before_user=True))
-    if proc.capabilities is not None:
-        bounding, caps = _capability_steps(proc.capabilities)
-        steps += [bounding, KeepCapsStep(True), as_user, KeepCapsStep(False), caps]
-    else:
-        steps.append(as_user)
-    steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
-    steps.append(ChdirStep(proc.cwd))
-    env = list(proc.env)
-    if not any(e.startswith("PATH=") for e in env):
-        env.append(DEFAULT_PATH)
-    if not any(e.startswith("HOME=") for e in env):
-        env.append("HOME=" + _home(rootfs, user.uid))
-    steps.append(ExecStep(proc.args, tuple(env)))
+    process_steps_at = len(steps)  # from here the init's own settings: limits, seccomp, caps, user
+    steps.extend(process_steps(spec.process, rootfs, linux, rootless=rootless))
     # before the first cgroup mount, else before the init drops what joining and unsharing need
     go = next(
         (i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS),
-        process_steps,
+        process_steps_at,
     )
     steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
+
+
+def build_exec(
+    proc: Process,
+    *,
+    linux: Linux,
+    rootfs: str,
+    init_pid: int,
+    cgroup_procs: Iterable[str],
+    rootless: bool = False,
+) -> Plan:
+    """The steps of ``proc`` joining a running container: its init ``init_pid``, the
+    namespaces its config (``linux``) lists (one it does not list is the host's, which the
+    caller already has), its root, its cgroups and its seccomp profile."""
+    types = {ns.type for ns in linux.namespaces}
+    join = Join(
+        tuple((f"/proc/{init_pid}/ns/{name}", flag) for t, (name, flag) in JOIN_ORDER.items() if t in types),
+        f"/proc/{init_pid}/root",
+        tuple(cgroup_procs),
+    )
+    steps: list[Step] = [terminal_step(proc)] if proc.terminal else []
+    steps += process_steps(proc, rootfs, linux, rootless=rootless)
+    return Plan(tuple(steps), 0, rootfs, join)
 
 
 _U64 = (1 << 64) - 1
@@ -634,6 +711,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("WAIT_MAPS", [])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare], step.cgroup_procs)
+            case TerminalStep():
+                rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)

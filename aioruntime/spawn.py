@@ -1,10 +1,12 @@
-"""Start a container init through the compiled ``aio_spawn`` and read what it reports."""
+"""Start a container init, or a process joining a running container, through the compiled
+``aio_spawn``/``aio_exec``, and read what it reports."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._native import ffi as _ffi
 from ._native import lib as _lib
@@ -17,11 +19,39 @@ _ERROR = _ffi.sizeof("struct aio_error")
 
 
 class Init(NamedTuple):
-    """A spawned init: its pid, a pidfd on it, and the parent's end of the sync socket."""
+    """A spawned process: its pid, a pidfd on it, and the parent's end of the sync socket."""
 
     pid: int
     pidfd: int
     sync: int
+
+
+def _sync_pair() -> tuple[int, int]:
+    pair = _ffi.new("int[2]")
+    err = _lib.aio_sync_pair(pair)
+    if err < 0:
+        raise OSError(-err, os.strerror(-err))
+    return pair[0], pair[1]
+
+
+def _args(
+    plan: Plan, wire: Any, stdio: tuple[int, int, int], sync: int, state_dir_fd: int, preserve_fds: int, wait_fifo: bool
+) -> Any:
+    """The C arguments; ``wire`` (a cffi buffer) must outlive their use."""
+    args = _ffi.new("struct aio_spawn_args *")
+    args.plan = _ffi.cast("const char *", wire)
+    args.plan_len = len(wire)
+    args.clone_flags = plan.clone_flags
+    args.stdio = list(stdio)
+    args.sync_fd = sync
+    args.state_dir_fd = state_dir_fd
+    args.preserve_fds = preserve_fds
+    args.wait_fifo = int(wait_fifo)
+    return args
+
+
+def _wire(plan: Plan) -> Any:
+    return _ffi.from_buffer(encode(plan, CODES, last_cap()))
 
 
 def spawn(
@@ -33,22 +63,9 @@ def spawn(
     wait_fifo: bool = True,
 ) -> Init:
     """clone3 the init into its namespaces; it waits for ``go()`` before doing anything."""
-    wire = encode(plan, CODES, last_cap())
-    pair = _ffi.new("int[2]")
-    err = _lib.aio_sync_pair(pair)
-    if err < 0:
-        raise OSError(-err, os.strerror(-err))
-    parent, child = pair[0], pair[1]
-    buf = _ffi.from_buffer(wire)
-    args = _ffi.new("struct aio_spawn_args *")
-    args.plan = _ffi.cast("const char *", buf)
-    args.plan_len = len(wire)
-    args.clone_flags = plan.clone_flags
-    args.stdio = list(stdio)
-    args.sync_fd = child
-    args.state_dir_fd = state_dir_fd
-    args.preserve_fds = preserve_fds
-    args.wait_fifo = int(wait_fifo)
+    wire = _wire(plan)
+    parent, child = _sync_pair()
+    args = _args(plan, wire, stdio, child, state_dir_fd, preserve_fds, wait_fifo)
     pidfd = _ffi.new("int *")
     try:
         pid = _lib.aio_spawn(args, pidfd)
@@ -58,6 +75,51 @@ def spawn(
         os.close(parent)
         raise SpawnError("clone3", "", -pid, f"clone3: {_reason(-pid)}")
     return Init(pid, pidfd[0], parent)
+
+
+def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fds: int = 0) -> Init:
+    """Start ``plan``'s process in the running container its ``join`` names, as our child.
+
+    Returns once the process exists in the container's namespaces (well under a
+    millisecond: the intermediate shares our memory); the process then joins the cgroups,
+    sets itself up and reports on ``sync`` (``read_report``).
+    """
+    join = plan.join
+    assert join is not None, "an exec plan has a join"
+    wire = _wire(plan)
+    opened: list[int] = []
+    try:
+        ns_fds = [_open(path, os.O_RDONLY, opened) for path, _ in join.namespaces]
+        root_fd = _open(join.root, os.O_PATH | os.O_DIRECTORY, opened)
+        cgroup_fds = [_open(path, os.O_WRONLY, opened) for path in join.cgroup_procs]
+        parent, child = _sync_pair()
+        opened += (parent, child)
+        args = _args(plan, wire, stdio, child, -1, preserve_fds, False)
+        paths = [_ffi.new("char[]", p.encode()) for p in join.cgroup_procs]
+        ns_fds_c = _ffi.new("int[]", ns_fds)
+        ns_types_c = _ffi.new("int[]", [flag for _, flag in join.namespaces])
+        cgroup_fds_c = _ffi.new("int[]", cgroup_fds)
+        paths_c = _ffi.new("char *[]", paths)
+        j = _ffi.new("struct aio_join *")
+        j.ns_fds, j.ns_types, j.n_ns = ns_fds_c, ns_types_c, len(ns_fds)
+        j.root_fd = root_fd
+        j.cgroup_fds, j.cgroup_paths, j.n_cgroups = cgroup_fds_c, paths_c, len(cgroup_fds)
+        pidfd = _ffi.new("int *")
+        err = _ffi.new("struct aio_error *")
+        pid = _lib.aio_exec(args, j, pidfd, err)
+        if pid < 0:
+            raise _error(err)
+        opened.remove(parent)
+        return Init(pid, pidfd[0], parent)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _open(path: str, flags: int, opened: list[int]) -> int:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    opened.append(fd)
+    return fd
 
 
 def go(init: Init, plan: Plan) -> None:
@@ -108,18 +170,53 @@ def write_id_maps(
         raise
 
 
-def read_report(init: Init) -> None:
-    """Read the init's report: returns once it is ready, raises SpawnError if a step failed."""
-    msg = os.read(init.sync, _ERROR)
-    if msg == b"R":
-        return
-    if not msg:
-        raise SpawnError("init", "", 0, "container init exited before it was ready")
-    err = _ffi.new("struct aio_error *")
-    _ffi.memmove(err, msg, min(len(msg), _ERROR))
+def read_report(init: Init) -> int:
+    """Read the report of the process: returns once it is ready (with the pty master it
+    sent, or -1), raises SpawnError if a step failed."""
+    buf = _ffi.new("char[]", _ERROR)
+    fd = _ffi.new("int *")
+    n = _lib.aio_recv(init.sync, buf, _ERROR, fd)
+    if n < 0:
+        raise OSError(-n, os.strerror(-n))
+    if n == 1 and buf[0] == b"R":
+        return int(fd[0])
+    if fd[0] >= 0:
+        os.close(fd[0])
+    if n == 0:
+        raise SpawnError("init", "", 0, "container process exited before it was ready")
+    raise _error(_ffi.cast("struct aio_error *", buf))
+
+
+def _error(err: Any) -> SpawnError:
     step = _ffi.string(err.step).decode(errors="replace")
     path = _ffi.string(err.path).decode(errors="replace")
-    raise SpawnError(step, path, err.err, error_message(step, path, err.err))
+    return SpawnError(step, path, err.err, error_message(step, path, err.err))
+
+
+def kill(init: Init) -> None:
+    """SIGKILL and reap a spawned process that is not to run after all; close its fds."""
+    try:
+        signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED)
+    os.close(init.pidfd)
+    os.close(init.sync)
+
+
+def connect_console(path: str) -> int:
+    """A connection to the console socket a container manager listens on (``--console-socket``)."""
+    fd = int(_lib.aio_unix_connect(path.encode()))
+    if fd < 0:
+        raise OSError(-fd, f"console socket {path}: {os.strerror(-fd)}")
+    return fd
+
+
+def send_console(sock: int, master: int) -> None:
+    """Hand the pty master over the console socket, as runc does: one message, the fd attached."""
+    err = _lib.aio_send_fd(sock, master, b"/dev/ptmx")
+    if err < 0:
+        raise OSError(-err, f"sending the terminal to the console socket: {os.strerror(-err)}")
 
 
 def _reason(errno: int) -> str:

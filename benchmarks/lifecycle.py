@@ -169,46 +169,72 @@ async def bench(n: int, warmup: int, workdir: Path, gap: float = 0.0) -> tuple[d
         if left:
             print("warning: cgroups left behind:", *left, sep="\n  ", file=sys.stderr)
 
-    crun = next((rt for rt in runtimes if rt.name == "crun run"), None)
-    base = statistics.median(crun.samples) if crun else None
+    return summarize({rt.name: rt.samples for rt in runtimes}, "crun run"), skipped
+
+
+def summarize(samples: dict[str, list[float]], baseline: str) -> dict[str, dict[str, object]]:
+    """Per runtime: median, p90 and the ratio of its median to ``baseline``'s (None if that did not run)."""
+    base = statistics.median(samples[baseline]) if baseline in samples else None
     results: dict[str, dict[str, object]] = {}
-    for rt in runtimes:
-        med = statistics.median(rt.samples)
-        results[rt.name] = {
-            "median_ms": round(med, 3), "p90_ms": round(p90(rt.samples), 3),
+    for name, ms in samples.items():
+        med = statistics.median(ms)
+        results[name] = {
+            "median_ms": round(med, 3), "p90_ms": round(p90(ms), 3),
             "ratio_to_crun": round(med / base, 3) if base else None,
-            "samples_ms": [round(s, 3) for s in rt.samples],
+            "samples_ms": [round(s, 3) for s in ms],
         }
-    return results, skipped
+    return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="create+start+wait+delete of /bin/true, per runtime")
-    parser.add_argument("-n", type=int, default=50, help="measured rounds (default 50)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first (default 3)")
+def report(results: dict[str, dict[str, object]], skipped: dict[str, str], n: int, note: str, as_json: bool) -> None:
+    """The table (and with ``as_json`` the JSON) on stdout, the skipped runtimes on stderr."""
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"{'runtime':<22}{'median ms':>11}{'p90 ms':>9}{'vs crun':>9}   (n={n}{note})")
+    for name, r in results.items():
+        ratio = r["ratio_to_crun"]
+        shown = f"{ratio:.2f}x" if isinstance(ratio, float) else "-"
+        print(f"{name:<22}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}{shown:>9}")
+    if as_json:
+        print(json.dumps({"n": n, "results": results, "skipped": skipped}, indent=2))
+
+
+def arguments(description: str, n: int, warmup: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes; ``parse`` checks them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-n", type=int, default=n, help=f"measured rounds (default {n})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"unmeasured rounds first (default {warmup})")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument("--gap", type=float, default=0.0, metavar="MS",
-                        help="idle milliseconds before each run (default 0: back to back)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     ns = parser.parse_args()
     if ns.n < 1:
         parser.error("-n must be at least 1")
     if os.geteuid() != 0:
         parser.error("run as root: containers need it")
+    return ns
 
+
+@contextlib.contextmanager
+def workspace() -> Iterator[Path]:
+    """A temporary directory, and hugetlb on a v1 mount for crun meanwhile if it is installed."""
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aioruntime-bench-")))
         if shutil.which("crun"):
             stack.enter_context(hugetlb_on_v1())
-        results, skipped = asyncio.run(bench(ns.n, ns.warmup, workdir, ns.gap / 1000))
+        yield workdir
 
-    for name, why in skipped.items():
-        print(f"skipped {name}: {why}", file=sys.stderr)
-    print(f"{'runtime':<22}{'median ms':>11}{'p90 ms':>9}{'vs crun':>9}   (n={ns.n}, gap {ns.gap:g} ms)")
-    for name, r in results.items():
-        ratio = f"{r['ratio_to_crun']:.2f}x" if r["ratio_to_crun"] is not None else "-"
-        print(f"{name:<22}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}{ratio:>9}")
-    if ns.json:
-        print(json.dumps({"n": ns.n, "results": results, "skipped": skipped}, indent=2))
+
+def main() -> int:
+    parser = arguments("create+start+wait+delete of /bin/true, per runtime", 50, 3)
+    parser.add_argument("--gap", type=float, default=0.0, metavar="MS",
+                        help="idle milliseconds before each run (default 0: back to back)")
+    ns = parse(parser)
+    with workspace() as workdir:
+        results, skipped = asyncio.run(bench(ns.n, ns.warmup, workdir, ns.gap / 1000))
+    report(results, skipped, ns.n, f", gap {ns.gap:g} ms", ns.json)
     return 0
 
 

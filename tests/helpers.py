@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
+import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import EllipsisType
 from typing import Any, Protocol
@@ -26,6 +30,28 @@ class BundleFactory(Protocol):
     def __call__(
         self, args: list[str], *, cgroups_path: str | None | EllipsisType = ..., **overrides: Any
     ) -> Path: ...
+
+
+def children() -> set[int]:
+    """Pids of this process's children, zombies included (every thread's list)."""
+    out: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            out.update(int(p) for p in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open fds and what each one is."""
+    out: dict[int, str] = {}
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            out[int(entry.name)] = os.readlink(entry)
+        except FileNotFoundError:  # the fd of the listing itself
+            continue
+    return out
 
 
 def config_of(bundle: str | os.PathLike[str]) -> dict[str, Any]:
@@ -139,3 +165,60 @@ async def run(
         assert not mounts_under(where), f"host mounts left under {where}: {mounts_under(where)}"
     assert status == code, f"exit status {status}, output:\n{out}"
     return out
+
+
+class ConsoleSocket:
+    """A container manager's end of runc's console socket: a unix socket listening at
+    ``path``, on which the runtime sends the pty master of a process with a terminal."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = str(Path(directory) / "console.sock")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self.path)
+        self._sock.listen(1)
+
+    def receive(self, timeout: float = 30) -> tuple[bytes, int]:
+        """(the message, the fd that came with it) of the next connection."""
+        self._sock.settimeout(timeout)
+        conn, _ = self._sock.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+        assert len(fds) == 1, f"expected one fd, got {fds}"
+        return msg, fds[0]
+
+    def close(self) -> None:
+        self._sock.close()
+        os.unlink(self.path)
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 30) -> bytes:
+    """Read ``fd`` (a pty master) until ``marker`` arrives, or until EOF (EIO) or ``timeout``."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"{marker!r} did not arrive; got {out!r}")
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # EIO: nobody holds the terminal any more
+            data = b""
+        if not data:
+            raise AssertionError(f"{marker!r} did not arrive before EOF; got {out!r}")
+        out += data
+    return out
+
+
+@contextlib.asynccontextmanager
+async def started(bundle: Path, cid: str, state_root: Path, **kwargs: Any) -> AsyncIterator[Container]:
+    """A running container (``Container`` keywords in ``kwargs``); force-deleted afterwards
+    and checked to have left nothing."""
+    c = Container(cid, bundle, root=state_root, **kwargs)
+    await c.create()
+    try:
+        await c.start()
+        yield c
+    finally:
+        pid = c.pid
+        await c.delete(force=True)
+        assert_no_leftovers(state_root, cid, cgroups_path_of(bundle), pid=pid)

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path_of, config_of
+from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path_of, children, config_of, open_fds
 
 from aioruntime import (
     DEVNULL,
@@ -38,28 +38,6 @@ UP_THEN_SLEEP = ["sh", "-c", "echo up; exec sleep 100"]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def children() -> set[int]:
-    """Pids of this process's children, zombies included (every thread's list)."""
-    out: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            out.update(int(p) for p in (task / "children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def open_fds() -> dict[int, str]:
-    """This process's open fds and what each one is."""
-    out: dict[int, str] = {}
-    for entry in Path("/proc/self/fd").iterdir():
-        try:
-            out[int(entry.name)] = os.readlink(entry)
-        except FileNotFoundError:  # the fd of the listing itself
-            continue
-    return out
 
 
 def nspid(pid: int) -> list[str]:

@@ -4,8 +4,10 @@ than a whole ``aioruntime state`` should take.
     aioruntime [global flags] COMMAND [flags] ARGS...
 
 Flags are spelled as runc (Go) accepts them: ``--name value``, ``--name=value``,
-``-name value``, one-letter aliases (``-b``), booleans with an optional ``=true|false``;
-``--`` ends the flags.
+``-name value``, one-letter aliases (``-b``), booleans with an optional ``=true|false``,
+repeatable ones (``-e A=1 -e B=2``); ``--`` ends the flags. A command whose last argument
+is ``NAME...`` (``exec ID COMMAND...``) takes its flags before the first argument only, and
+everything from there on verbatim, as runc does (``SkipArgReorder``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ class UsageError(Exception):
     """Bad command line: printed with a hint to use --help; exit status 1 as runc."""
 
 
+Value = str | bool | tuple[str, ...] | None
+
+
 class Flag(NamedTuple):
     names: tuple[str, ...]  # without dashes; the first is the long name
     value: str | None  # metavar when the flag takes a value, None for a boolean
     help: str
-    default: str | bool | None = None
+    default: Value = None  # a boolean defaulting to None tells "not given" from "=false"
+    many: bool = False  # repeatable: the values given, in order (default ())
 
     @property
     def dest(self) -> str:
@@ -32,14 +38,15 @@ class Flag(NamedTuple):
 class Command(NamedTuple):
     help: str
     flags: tuple[Flag, ...]
-    args: tuple[str, ...]  # positional names; a trailing "?" marks an optional one
+    args: tuple[str, ...]  # positional names; "?" marks an optional one, a last "..." the rest
 
 
 class Parsed(NamedTuple):
     command: str
-    globals: dict[str, str | bool | None]
-    flags: dict[str, str | bool | None]
+    globals: dict[str, Value]
+    flags: dict[str, Value]
     args: dict[str, str | None]
+    rest: tuple[str, ...] = ()  # the words a "NAME..." argument took
 
 
 def _flag_table(flags: Sequence[Flag]) -> dict[str, Flag]:
@@ -48,10 +55,10 @@ def _flag_table(flags: Sequence[Flag]) -> dict[str, Flag]:
 
 def _take_flags(
     argv: list[str], flags: Sequence[Flag], *, stop_at_positional: bool
-) -> tuple[dict[str, str | bool | None], list[str]]:
+) -> tuple[dict[str, Value], list[str]]:
     """Consume flags from ``argv``; return their values and the positional arguments."""
     table = _flag_table(flags)
-    values: dict[str, str | bool | None] = {f.dest: f.default for f in flags}
+    values: dict[str, Value] = {f.dest: () if f.many else f.default for f in flags}
     positional: list[str] = []
     while argv:
         arg = argv.pop(0)
@@ -73,17 +80,26 @@ def _take_flags(
             if eq and inline not in ("true", "false", "1", "0"):
                 raise UsageError(f"invalid boolean value {inline!r} for {arg}")
             values[flag.dest] = not eq or inline in ("true", "1")
-        elif eq:
-            values[flag.dest] = inline
+            continue
+        if eq:
+            value = inline
         elif argv:
-            values[flag.dest] = argv.pop(0)
+            value = argv.pop(0)
         else:
             raise UsageError(f"flag needs an argument: {arg}")
+        old = values[flag.dest]
+        values[flag.dest] = (*old, value) if flag.many and isinstance(old, tuple) else value
     return values, positional
 
 
 def _shape(args: Sequence[str]) -> str:
     return " ".join(f"[{a[:-1].upper()}]" if a.endswith("?") else a.upper() for a in args)
+
+
+def strings(value: Value) -> tuple[str, ...]:
+    """A repeatable flag's values."""
+    assert isinstance(value, tuple)
+    return value
 
 
 def parse(argv: Sequence[str], global_flags: Sequence[Flag], commands: dict[str, Command]) -> Parsed:
@@ -95,12 +111,14 @@ def parse(argv: Sequence[str], global_flags: Sequence[Flag], commands: dict[str,
     command = commands.get(name)
     if command is None:
         raise UsageError(f"no such command: {name}")
-    flags, words = _take_flags(rest, command.flags, stop_at_positional=False)
-    required = [a for a in command.args if not a.endswith("?")]
-    if len(words) < len(required) or len(words) > len(command.args):
+    many = bool(command.args) and command.args[-1].endswith("...")
+    named = command.args[:-1] if many else command.args
+    flags, words = _take_flags(rest, command.flags, stop_at_positional=many)
+    required = [a for a in named if not a.endswith("?")]
+    if len(words) < len(required) or (len(words) > len(named) and not many):
         raise UsageError(f"{name}: expected {_shape(command.args) or 'no arguments'}, got {len(words)}")
-    args = {a.rstrip("?"): (words[i] if i < len(words) else None) for i, a in enumerate(command.args)}
-    return Parsed(name, globals_, flags, args)
+    args = {a.rstrip("?"): (words[i] if i < len(words) else None) for i, a in enumerate(named)}
+    return Parsed(name, globals_, flags, args, tuple(words[len(named):]) if many else ())
 
 
 def usage(prog: str, global_flags: Sequence[Flag], commands: dict[str, Command], command: str | None = None) -> str:

@@ -11,19 +11,42 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import AioRuntimeError, ContainerNotFoundError
+from ..errors import AioRuntimeError, ContainerNotFoundError, SpawnError
 from ..state import DEFAULT_ROOT, Store
-from .args import Command, Flag, Parsed, UsageError, parse, usage
+from .args import Command, Flag, Parsed, UsageError, Value, parse, strings, usage
+
+if TYPE_CHECKING:
+    from ..ops.create import Creation
 
 Handler = Callable[[Parsed, Store], int]
 
 
-def _str(values: Mapping[str, str | bool | None], name: str) -> str:
+class CommandError(AioRuntimeError):
+    """A command's failure, with runc's exit status for it (exec: 255)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+def _str(values: Mapping[str, Value], name: str) -> str:
     value = values[name]
     assert isinstance(value, str)
     return value
+
+
+def _opt(values: Mapping[str, Value], name: str) -> str | None:
+    """A value flag's value, None when not given (or given empty, which runc reads as unset)."""
+    value = values[name]
+    return value if isinstance(value, str) and value else None
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, OSError) and not isinstance(e, AioRuntimeError):
+        return f"{e.filename}: {e.strerror}" if e.filename else str(e)
+    return str(e)
 
 
 class Log:
@@ -68,15 +91,35 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def _create(p: Parsed, store: Store) -> int:
-    """create a container from the bundle; returns a pidfd on its init (our child)."""
-    from ..ops.create import Creation
-
-    cid, f = _str(p.args, "id"), p.flags
+def _preserve_fds(f: Mapping[str, Value]) -> int:
     preserve = _str(f, "preserve_fds")
     if not preserve.isdigit():
         raise UsageError(f"--preserve-fds: expected a number, got {preserve!r}")
-    creation = Creation(store, cid, _str(f, "bundle"), no_pivot=bool(f["no_pivot"]), preserve_fds=int(preserve))
+    return int(preserve)
+
+
+def _check_terminal(terminal: bool, detach: bool, console_socket: str | None) -> None:
+    """runc's rules: a detached terminal needs a console socket, and only it uses one."""
+    if detach and terminal and console_socket is None:
+        raise AioRuntimeError("cannot allocate tty if runc will detach without setting console socket")
+    if (not detach or not terminal) and console_socket is not None:
+        raise AioRuntimeError("cannot use console socket if runc will not detach or allocate tty")
+
+
+def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
+    """create a container from the bundle; the Creation holds a pidfd on its init (our child)
+    and, in the foreground with a terminal, the pty master."""
+    from ..ops.create import Creation
+    from ..spec import load
+
+    cid, f = _str(p.args, "id"), p.flags
+    bundle, console = _str(f, "bundle"), _opt(f, "console_socket")
+    spec = load(bundle)
+    _check_terminal(spec.process is not None and spec.process.terminal, detach, console)
+    creation = Creation(
+        store, cid, bundle, no_pivot=bool(f["no_pivot"]), preserve_fds=_preserve_fds(f), spec=spec,
+        console_socket=console,
+    )
     state = creation.run()
     if isinstance(f["pid_file"], str):
         try:
@@ -86,11 +129,11 @@ def _create(p: Parsed, store: Store) -> int:
 
             lifecycle.delete(store, cid, force=True)
             raise
-    return creation.pidfd
+    return creation
 
 
 def cmd_create(p: Parsed, store: Store) -> int:
-    _create(p, store)
+    _create(p, store, detach=True)
     return 0
 
 
@@ -105,7 +148,7 @@ def cmd_run(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
     cid = _str(p.args, "id")
-    pidfd = _create(p, store)
+    creation = _create(p, store, detach=bool(p.flags["detach"]))
     try:
         lifecycle.start(store, cid)
     except BaseException:
@@ -113,28 +156,117 @@ def cmd_run(p: Parsed, store: Store) -> int:
         raise
     if p.flags["detach"]:
         return 0
-    return _foreground(store, cid, pidfd, keep=bool(p.flags["keep"]))
+    assert creation.console is not None
+    return _foreground(store, cid, creation.pidfd, creation.console.master, keep=bool(p.flags["keep"]))
 
 
-def _foreground(store: Store, cid: str, pidfd: int, *, keep: bool) -> int:
-    """Wait for our child init, forwarding signals to it; delete it unless ``keep``; its status."""
-    import signal
-
+def _foreground(store: Store, cid: str, pidfd: int, master: int = -1, *, keep: bool) -> int:
+    """Wait for our child init (relaying its terminal, forwarding signals); delete it unless
+    ``keep``; its status as runc exits with it."""
     from ..ops import lifecycle
+    from .foreground import wait
 
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            signal.pidfd_send_signal(pidfd, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-    assert info is not None
+    code = wait(pidfd, master)
     if not keep:
         lifecycle.delete(store, cid, force=True)
-    return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+    return code
+
+
+def cmd_exec(p: Parsed, store: Store) -> int:
+    try:
+        return _exec(p, store)
+    except UsageError:
+        raise
+    except SpawnError as e:
+        raise CommandError(f"exec failed: unable to start container process: {e}", 255) from e
+    except (AioRuntimeError, OSError) as e:
+        raise CommandError(f"exec failed: {_message(e)}", 255) from e
+
+
+def _exec(p: Parsed, store: Store) -> int:
+    """runc exec: the process from ``-p`` as is, or the container's with the flags applied."""
+    from ..ops.exec import Execution, exec_process
+
+    cid, f = _str(p.args, "id"), p.flags
+    detach, console, process_file = bool(f["detach"]), _opt(f, "console_socket"), _opt(f, "process")
+    if process_file is None and not p.rest:
+        raise AioRuntimeError("process args cannot be empty")
+    if process_file is not None:
+        from ..spec import load_process
+
+        process = load_process(process_file)
+    else:
+        try:
+            gids = [int(g) for g in strings(f["additional_gids"])]
+        except ValueError as e:
+            raise UsageError(f"--additional-gids: {e}") from None
+        if any(g < 0 for g in gids):
+            raise AioRuntimeError(f"additional-gids must be a positive number {min(gids)}")
+        no_new_privs = f["no_new_privs"]
+        process = exec_process(
+            store.load(cid).config, p.rest, env=strings(f["env"]), cwd=_opt(f, "cwd"), user=_opt(f, "user"),
+            additional_gids=gids, capabilities=strings(f["cap"]),
+            no_new_privileges=no_new_privs if isinstance(no_new_privs, bool) else None, terminal=bool(f["tty"]),
+        )
+    _check_terminal(process.terminal, detach, console)
+    started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
+    pid_file = _opt(f, "pid_file")
+    if pid_file is not None:
+        try:
+            _write_pid_file(pid_file, started.pid)
+        except OSError:
+            _terminate(started.pidfd)
+            raise
+    if detach:
+        return 0
+    from .foreground import wait
+
+    return wait(started.pidfd, started.terminal)
+
+
+def _terminate(pidfd: int) -> None:
+    """SIGKILL and reap our child (runc's terminate)."""
+    import signal
+
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+
+
+def cmd_ps(p: Parsed, store: Store) -> int:
+    """runc ps: the container's host pids as JSON, or the lines of ``ps`` (default ``-ef``) for them."""
+    from ..ops import lifecycle
+
+    pids = lifecycle.processes(store, _str(p.args, "id"))
+    if p.flags["format"] == "json":
+        sys.stdout.write(json.dumps(pids or None, separators=(",", ":")) + "\n")  # Go: nil -> null
+        return 0
+    if p.flags["format"] != "table":
+        raise AioRuntimeError("invalid format option")
+    import subprocess
+
+    ps = subprocess.run(["ps", *(p.rest or ("-ef",))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    output = ps.stdout.decode(errors="replace")
+    if ps.returncode != 0:
+        raise AioRuntimeError(f"exit status {ps.returncode}: {output}")
+    header, *lines = output.split("\n")
+    if "PID" not in header.split():
+        raise AioRuntimeError("couldn't find PID field in ps output")
+    column, wanted = header.split().index("PID"), set(pids)
+    sys.stdout.write(header + "\n")
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            pid = int(fields[column])
+        except (ValueError, IndexError):
+            raise AioRuntimeError(f"unable to parse pid: {line!r}") from None
+        if pid in wanted:
+            sys.stdout.write(line + "\n")
+    return 0
 
 
 def cmd_state(p: Parsed, store: Store) -> int:
@@ -232,7 +364,7 @@ def _integer(flag: str, text: str, unsigned: bool) -> int:
     raise UsageError(f'invalid value for {flag}: strconv.{parser}: parsing "{text}": invalid syntax')
 
 
-def _update_document(f: Mapping[str, str | bool | None]) -> dict[str, Any]:
+def _update_document(f: Mapping[str, Value]) -> dict[str, Any]:
     """``runc update``'s single-value flags as a resources document (unset flags left out)."""
     doc: dict[str, dict[str, Any]] = {"memory": {}, "cpu": {}, "blockIO": {}, "pids": {}}
     for flag, section, key, convert in (
@@ -365,7 +497,7 @@ def cmd_events(p: Parsed, store: Store) -> int:
                 oom.close()
 
 
-def _path(values: Mapping[str, str | bool | None], name: str) -> str | None:
+def _path(values: Mapping[str, Value], name: str) -> str | None:
     value = values[name]
     return os.path.abspath(value) if isinstance(value, str) and value else None
 
@@ -446,9 +578,11 @@ GLOBAL_FLAGS = (
     HELP,
 )
 _ID = ("id",)
+_CONSOLE_SOCKET = Flag(("console-socket",), "PATH", "unix socket that receives the pty master (SCM_RIGHTS)")
 _CREATE_FLAGS = (
     Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
     Flag(("pid-file",), "FILE", "write the init's pid to this file"),
+    _CONSOLE_SOCKET,
     Flag(("no-pivot",), None, "move+chroot instead of pivot_root (ramfs roots)", False),
     Flag(("no-new-keyring",), None, "accepted; no session keyring is made", False),
     Flag(("preserve-fds",), "N", "pass N fds beyond stdio to the process", "0"),
@@ -465,6 +599,30 @@ COMMANDS: dict[str, Command] = {
             Flag(("keep",), None, "do not delete the container after it exits", False),
         ),
         _ID,
+    ),
+    "exec": Command(
+        "run a process in a running container",
+        (
+            _CONSOLE_SOCKET,
+            Flag(("cwd",), "DIR", "working directory in the container"),
+            Flag(("env", "e"), "NAME=VALUE", "set an environment variable (repeatable)", many=True),
+            Flag(("tty", "t"), None, "allocate a pseudo-terminal", False),
+            Flag(("user", "u"), "UID[:GID]", "user (and group) ids to run as"),
+            Flag(("additional-gids", "g"), "GID", "an additional group id (repeatable)", many=True),
+            Flag(("process", "p"), "FILE", "an OCI process.json to run, instead of COMMAND and the flags"),
+            Flag(("detach", "d"), None, "leave the process running and return", False),
+            Flag(("pid-file",), "FILE", "write the process's pid to this file"),
+            Flag(("no-new-privs",), None, "set no_new_privs for the process"),
+            Flag(("cap", "c"), "CAP", "add a capability (repeatable)", many=True),
+            Flag(("preserve-fds",), "N", "pass N fds beyond stdio to the process", "0"),
+            HELP,
+        ),
+        ("id", "command..."),
+    ),
+    "ps": Command(
+        "list the processes of a container (runs ps, default -ef; or their host pids as json)",
+        (Flag(("format", "f"), "table|json", "output format", "table"), HELP),
+        ("id", "ps-options..."),
     ),
     "state": Command("print the OCI state of a container", (HELP,), _ID),
     "kill": Command(
@@ -568,6 +726,8 @@ HANDLERS: dict[str, Handler] = {
     "create": cmd_create,
     "start": cmd_start,
     "run": cmd_run,
+    "exec": cmd_exec,
+    "ps": cmd_ps,
     "state": cmd_state,
     "kill": cmd_kill,
     "delete": cmd_delete,
@@ -616,11 +776,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
     try:
         code = HANDLERS[parsed.command](parsed, Store(str(g["root"])))
-    except (AioRuntimeError, UsageError) as e:
+    except CommandError as e:
         log.error(str(e))
-        code = 1
-    except OSError as e:
-        log.error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        code = e.exit_code
+    except (AioRuntimeError, UsageError, OSError) as e:
+        log.error(_message(e))
         code = 1
     try:
         sys.stdout.flush()

@@ -20,7 +20,7 @@ import os
 import secrets
 import warnings
 
-from ..container import _readable
+from ..process import readable as _readable
 from ..errors import (
     BridgeInUseError,
     NetworkError,

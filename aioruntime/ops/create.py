@@ -3,13 +3,13 @@
 A ``Creation`` is a container being made. ``begin()`` does the work up to the point where
 the init reports back and returns the fd to wait on; ``finish()`` reads the report. Any
 failure, or ``abort()`` (cancellation), removes every trace: the init, its cgroups, the
-fifo and the state directory.
+fifo and the state directory. With ``process.terminal`` the init reports with the pty
+master, which goes to the console socket if one is given, else stays ours (``console``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from .. import plan as planning
@@ -21,6 +21,7 @@ from ..errors import CgroupError
 from ..spec import Spec, load
 from ..state import State, Store, check_id
 from ..status import process_start_time
+from .console import Console
 
 
 def now_rfc3339() -> str:
@@ -52,6 +53,7 @@ class Creation:
         no_pivot: bool = False,
         preserve_fds: int = 0,
         spec: Spec | None = None,
+        console_socket: str | None = None,
     ) -> None:
         self.store = store
         self.id = check_id(container_id)
@@ -60,8 +62,10 @@ class Creation:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.spec = spec
+        self.console_socket = console_socket
         self.state: State | None = None
         self.init: spawn.Init | None = None
+        self.console: Console | None = None
         self._dir_fd = -1
 
     def begin(self) -> int:
@@ -71,8 +75,10 @@ class Creation:
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
         rootless = os.geteuid() != 0
         plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot, rootless=rootless)
-        self._dir_fd = self.store.reserve(self.id)
+        assert spec.process is not None  # build() checked
+        self.console = Console(spec.process, self.console_socket)
         try:
+            self._dir_fd = self.store.reserve(self.id)
             os.mkfifo(self.store.fifo(self.id))
             os.chmod(self.store.fifo(self.id), 0o622)  # past the umask: a non-root init opens it
             self.state = State(
@@ -116,10 +122,12 @@ class Creation:
         return plan
 
     def finish(self) -> State:
-        """Read the init's report (the fd from ``begin()`` is readable); save the created state."""
-        assert self.init is not None and self.state is not None
+        """Read the init's report (the fd from ``begin()`` is readable); save the created state.
+
+        With a terminal and no console socket, ``console.master`` is then the caller's to close."""
+        assert self.init is not None and self.state is not None and self.console is not None
         try:
-            spawn.read_report(self.init)
+            self.console.receive(self.init)
             self.state = self.state._replace(
                 pid=self.init.pid, pid_start=process_start_time(self.init.pid) or 0
             )
@@ -146,14 +154,10 @@ class Creation:
     def abort(self) -> None:
         """Undo everything: kill and reap the init, remove cgroups, fifo and state directory."""
         if self.init is not None:
-            try:
-                signal.pidfd_send_signal(self.init.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitid(os.P_PIDFD, self.init.pidfd, os.WEXITED)
-            os.close(self.init.pidfd)
-            os.close(self.init.sync)
+            spawn.kill(self.init)
             self.init = None
+        if self.console is not None:
+            self.console.close()
         if self.state is not None:
             cgroups.remove(self.state.cgroups_made)
             self.state = None

@@ -1,4 +1,4 @@
-"""start, kill, delete and the OCI state of a container made by any process."""
+"""start, kill, delete, the processes and the OCI state of a container made by any process."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def oci_state(store: Store, state: State, status: Status | None = None) -> dict[
     return out
 
 
-def _pidfd(state: State) -> int | None:
+def init_pidfd(state: State) -> int | None:
     """A pidfd on the init if it is still the process we started, else None."""
     try:
         fd = os.pidfd_open(state.pid)
@@ -57,7 +57,7 @@ def start(store: Store, container_id: str) -> None:
     with store.lock(container_id):
         state = store.load(container_id)
         require(container_id, "start", status_of(store, state))
-        pidfd = _pidfd(state)
+        pidfd = init_pidfd(state)
         fifo = os.open(store.fifo(container_id), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if pidfd is None:
@@ -93,7 +93,7 @@ def kill(store: Store, container_id: str, sig: int, *, all_processes: bool = Fal
                 except ProcessLookupError:
                     pass
         else:
-            pidfd = _pidfd(state)
+            pidfd = init_pidfd(state)
             if pidfd is None:
                 raise AioRuntimeError("container not running")
             try:
@@ -112,6 +112,11 @@ def _thaw(state: State) -> None:
         freezer.thaw(cg)
 
 
+def processes(store: Store, container_id: str) -> list[int]:
+    """Host pids of every process in the container's cgroup, as ``runc ps`` lists them."""
+    return cgroups.procs(store.load(container_id).cgroup_paths)
+
+
 def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int | None:
     """Kill what is left of the container; return a pidfd to wait on before ``delete_finish``.
 
@@ -127,7 +132,7 @@ def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int
         require(container_id, "force delete" if force else "delete", status)
         if status is Status.STOPPED:
             return None
-        pidfd = _pidfd(state) if state.pid else None
+        pidfd = init_pidfd(state) if state.pid else None
         if pidfd is not None:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -167,4 +172,7 @@ def delete(store: Store, container_id: str, *, force: bool = False) -> None:
     delete_finish(store, container_id)
 
 
-__all__ = ["OCI_VERSION", "delete", "delete_begin", "delete_finish", "kill", "oci_state", "start", "status_of"]
+__all__ = [
+    "OCI_VERSION", "delete", "delete_begin", "delete_finish", "init_pidfd", "kill", "oci_state", "processes", "start",
+    "status_of",
+]

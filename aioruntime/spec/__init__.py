@@ -1,7 +1,7 @@
 """The OCI runtime-spec config: model, loading with validation, and runc's default configs."""
 
 from .default import default_spec, rootless_spec
-from .load import load, loads
+from .load import load, load_process, loads
 from .model import (
     Capabilities,
     ConsoleSize,
@@ -36,6 +36,7 @@ __all__ = [
     "User",
     "default_spec",
     "load",
+    "load_process",
     "loads",
     "rootless_spec",
 ]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from aioruntime.errors import ConfigError
 
 from .check import fail
-from .model import Spec
-from .parse import parse_spec
+from .model import Process, Spec
+from .parse import parse_process, parse_spec
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -18,16 +18,30 @@ def _no_constant(name: str) -> NoReturn:
     raise ConfigError("", f"config.json is not valid JSON: {name} is not a JSON value")
 
 
-def loads(text: str | bytes) -> Spec:
+def _object(text: str | bytes, name: str) -> dict[str, Any]:
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
-        raise ConfigError("", f"config.json is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise ConfigError("", f"{name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError("", f"config.json is not valid UTF-8: {e.reason} at byte {e.start}") from None
+        raise ConfigError("", f"{name} is not valid UTF-8: {e.reason} at byte {e.start}") from None
     if not isinstance(data, dict):
-        fail("", "config.json to hold a JSON object", data)
-    return parse_spec(data)  # freshly decoded, so unlike Spec.from_dict there is nothing to copy
+        fail("", f"{name} to hold a JSON object", data)
+    return data
+
+
+def loads(text: str | bytes) -> Spec:
+    return parse_spec(_object(text, "config.json"))  # freshly decoded: unlike Spec.from_dict, nothing to copy
+
+
+def load_process(path: str | os.PathLike[str]) -> Process:
+    """A validated OCI process object from a file (``runc exec -p process.json``)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("", f"cannot read process file {os.fspath(path)}: {e.strerror}") from None
+    return parse_process(_object(text, os.path.basename(path)))
 
 
 def load(bundle: str | os.PathLike[str]) -> Spec:

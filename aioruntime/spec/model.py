@@ -62,6 +62,13 @@ class Process(NamedTuple):
     oom_score_adj: int | None = None
     selinux_label: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Process:
+        """Validate an OCI process object, as ``runc exec -p process.json`` takes it."""
+        from .parse import parse_process
+
+        return parse_process(copy.deepcopy(dict(d)) if isinstance(d, Mapping) else d)
+
 
 class Root(NamedTuple):
     """``path`` may be relative, to the bundle directory."""

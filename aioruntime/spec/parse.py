@@ -243,6 +243,11 @@ def _linux(value: Any, path: str) -> Linux:
     return linux
 
 
+def parse_process(d: Any) -> Process:
+    """Validate an OCI process object on its own (``runc exec -p``); errors name ``process.*``."""
+    return _process(d, "process")
+
+
 def parse_spec(d: dict[str, Any]) -> Spec:
     """Validate ``d`` and model it; ``d`` becomes ``Spec.raw``, so the caller must not keep it."""
     n = Node(d, "")
