@@ -9,8 +9,9 @@ module and always put back:
   pids.max, cgroup.freeze, a BPF device program) while memory stays on v1: a hybrid mix.
 
 Other sessions may use this machine's cgroups at the same time: a layout is changed only
-while no foreign cgroup sits in the hierarchies it moves (else the tests are skipped), and
-each phase is kept short.
+while no foreign cgroup sits in the hierarchies it moves (else those tests are skipped),
+and each phase is kept short. The pause and device tests also run with the layout as it
+is, devices and freezer alone placed on cgroup2 (they need no controller there).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path
 
 from aioruntime import PIPE, Container
 from aioruntime._native import lib
-from aioruntime.cgroups import mounts
+from aioruntime.cgroups import mounts, placement
 from aioruntime.cgroups.v2 import shares_to_weight
 from aioruntime.errors import ResourceError
 from aioruntime.events import Event, Paused, Resumed
@@ -131,6 +132,24 @@ def v2_layout(cgroup_parent: str) -> Iterator[list[str]]:
             _mount_v1(c, point)
         mounts.refresh()
         assert not problems, problems
+
+
+@pytest.fixture
+def v2_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """devices and freezer served by the unified hierarchy (a BPF program, cgroup.freeze),
+    which needs no controller, while every controller stays on v1: the layout is left as it
+    is, the manager is told to place those two on cgroup2; every kernel interaction is real."""
+    v2 = mounts.unified()
+    assert v2 is not None, "no cgroup2 mount"
+    placed = {**mounts.controllers(), "devices": mounts.Place(2, v2.mountpoint), "freezer": mounts.Place(2, v2.mountpoint)}
+    monkeypatch.setattr(placement, "controllers", lambda: placed)
+
+
+@pytest.fixture(params=["controllers moved to v2", "devices and freezer on v2"])
+def on_v2(request: pytest.FixtureRequest) -> None:
+    """Each v2 test twice: with the free controllers moved (when the machine allows it)
+    and with only the controller-less devices and freezer on cgroup2."""
+    request.getfixturevalue("v2_layout" if request.param.startswith("controllers") else "v2_builtins")
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +268,7 @@ async def test_v2_resources_set_and_seen(v2_layout: list[str], bundle: BundleFac
 
 
 async def test_v2_pause_uses_cgroup_freeze_and_reports_events(
-    v2_layout: list[str], bundle: BundleFactory, state_root: Path, cid: str
+    on_v2: None, bundle: BundleFactory, state_root: Path, cid: str
 ) -> None:
     b = bundle(TICKER)
     c = await started(b, cid, state_root)
@@ -286,20 +305,35 @@ async def test_v2_pause_uses_cgroup_freeze_and_reports_events(
     assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=c.pid)
 
 
-async def test_v2_fork_bomb_and_devices(v2_layout: list[str], bundle: BundleFactory, state_root: Path, cid: str) -> None:
+async def test_v2_device_rules_are_a_bpf_program(on_v2: None, bundle: BundleFactory, state_root: Path, cid: str) -> None:
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_MKNOD"]
-    script = ("(while :; do sleep 100 & done) 2>/dev/null; "
-              f"mknod /dev/disk b {block_device().replace(':', ' ')}; "
+    script = (f"mknod /dev/disk b {block_device().replace(':', ' ')} && echo mknod; "
               "head -c1 /dev/disk >/dev/null 2>&1 || echo disk-denied; head -c1 /dev/zero | wc -c; echo up; exec sleep 100")
-    b = bundle(["sh", "-c", script], linux={"resources": {"pids": {"limit": 8}}},
-               process={"capabilities": {k: caps for k in ("bounding", "effective", "permitted")}})
+    b = bundle(["sh", "-c", script], process={"capabilities": {k: caps for k in ("bounding", "effective", "permitted")}})
     c = Container(cid, b, root=state_root, stdout=PIPE)
     await c.create()
     try:
+        fd = os.open(cg(b, "unified"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert lib.aio_bpf_devices_count(fd) == 1
+        finally:
+            os.close(fd)
         await c.start()
         assert c.stdout is not None
-        lines = [await asyncio.wait_for(c.stdout.readline(), 5) for _ in range(3)]
-        assert lines == [b"disk-denied\n", b"1\n", b"up\n"]
+        lines = [await asyncio.wait_for(c.stdout.readline(), 5) for _ in range(4)]
+        assert lines == [b"mknod\n", b"disk-denied\n", b"1\n", b"up\n"]
+    finally:
+        await c.delete(force=True)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=c.pid)
+
+
+async def test_v2_fork_bomb_stops_at_the_pids_limit(
+    v2_layout: list[str], bundle: BundleFactory, state_root: Path, cid: str
+) -> None:
+    b = bundle(["sh", "-c", "(while :; do sleep 100 & done) 2>/dev/null; echo up; exec sleep 100"],
+               linux={"resources": {"pids": {"limit": 8}}})
+    c = await started(b, cid, state_root)
+    try:
         assert value(b, "unified", "pids.current") == "7"  # the limit, less the subshell that failed
         events = dict(line.split() for line in value(b, "unified", "pids.events").splitlines())
         assert int(events["max"]) > 0  # forks were refused
