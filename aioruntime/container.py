@@ -215,6 +215,7 @@ class Container:
                 os.close(f)
             if self._hub is not None:
                 self._hub.end()
+                self._hub = None
             raise
         self._spec = creation.spec
         self._watch_exit(creation.pidfd)
@@ -306,6 +307,7 @@ class Container:
         self._state = None
         if self._hub is not None:
             self._hub.deleted()
+            self._hub = None  # a container made again under this id has a new life to listen to
 
     async def _leave_network(self) -> None:
         """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
@@ -419,6 +421,7 @@ class Container:
             self._reaped(code if code is not None else -signal.SIGKILL)
         if self._hub is not None:
             self._hub.deleted()
+            self._hub = None  # a container made again under this id has a new life to listen to
 
     async def __aenter__(self) -> Container:
         await self.create()
