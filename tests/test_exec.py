@@ -7,6 +7,7 @@ it fails to start or the exec is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 from pathlib import Path
@@ -218,6 +219,18 @@ async def test_is_in_the_containers_cgroup_in_every_hierarchy(
         finally:
             await p.signal(signal.SIGKILL)
             await p.wait()
+
+
+async def test_we_stay_dumpable(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    # the process shares our memory until it execs, meanwhile not dumpable: we are again after
+    pr_get_dumpable = 3
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+    async with started(bundle(SLEEP), cid, state_root, stdin=DEVNULL) as c:
+        assert await output(c, ["true"]) == ("", 0)
+        with pytest.raises(SpawnError):
+            await c.exec(["nosuch"])
+    assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
 
 
 async def test_is_our_child_and_leaves_no_intermediate(bundle: BundleFactory, state_root: Path, cid: str) -> None:

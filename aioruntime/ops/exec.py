@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from .. import plan as planning
 from .. import spawn
+from ..cgroups.mounts import hierarchies
 from ..errors import ConfigError, InvalidStateError
 from ..spec import Process
 from ..state import Store, check_id
@@ -122,12 +123,14 @@ class Execution:
                 if init is None:
                     raise InvalidStateError(self.id, "exec", Status.STOPPED.value, (Status.RUNNING.value,))
                 try:
+                    v2 = {h.mountpoint for h in hierarchies() if h.version == 2}
                     plan = planning.build_exec(
                         self.process,
                         namespaces=[ns["type"] for ns in state.config.get("linux", {}).get("namespaces", ())],
                         rootfs=state.rootfs,
                         init_pid=state.pid,
-                        cgroup_procs=[os.path.join(p, "cgroup.procs") for p in state.cgroup_paths.values()],
+                        cgroup1=[d for mp, d in state.cgroup_paths.items() if mp not in v2],
+                        cgroup2=next((d for mp, d in state.cgroup_paths.items() if mp in v2), ""),
                     )
                     self.child = spawn.exec_(plan, stdio=self.stdio, preserve_fds=self.preserve_fds)
                     # the namespaces were opened by pid: the init still there shows they were its own
