@@ -22,7 +22,7 @@ fi
 if [[ -t 1 ]]; then log() { printf '\033[1m==> %s\033[0m\n' "$*"; }; else log() { echo "==> $*"; }; fi
 
 # 1. System packages: skipped when dpkg already has every one of them.
-packages=(python3 python3-venv python3-dev gcc libffi-dev busybox-static runc crun)
+packages=(python3 python3-venv python3-dev gcc libffi-dev libseccomp-dev busybox-static runc crun nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -42,7 +42,7 @@ if ! .venv/bin/python -c '' 2>/dev/null; then
     /usr/bin/python3 -m venv .venv
 fi
 stamp=.venv/.aioruntime-install
-inputs=$(for f in pyproject.toml setup.py bin/aioruntime aioruntime/_build.py aioruntime/*.[ch]; do
+inputs=$(for f in pyproject.toml setup.py bin/aioruntime aioruntime/_build.py aioruntime/_seccomp_build.py aioruntime/*.[ch]; do
     if [[ -f $f && $f != aioruntime/_native.c ]]; then cat "$f"; fi
 done | sha256sum)
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$inputs" || ! -x .venv/bin/aioruntime ]] ||
@@ -57,6 +57,10 @@ fi
 
 # 3a. ./setup.sh test: the whole test suite, then the type check; fails if either does.
 if [[ $mode == test ]]; then
+    # checkpoint/restore tests need a CRIU that works on this kernel (built once, cached)
+    log "tools/install-criu.sh"
+    AIORUNTIME_CRIU=$(tools/install-criu.sh </dev/null)
+    export AIORUNTIME_CRIU
     status=0
     log "pytest"
     .venv/bin/python -m pytest -q tests </dev/null || status=$?

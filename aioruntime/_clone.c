@@ -9,7 +9,8 @@
  *
  * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
  * preserved fds):
- *   parent -> child  'G'          cgroups made: join them and go on past WAIT_GO
+ *   parent -> child  'M'          (user namespace) id maps written: go on past WAIT_MAPS
+ *   parent -> child  'G' + fds    cgroup.procs files opened: join them, go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo (exec: about to execve);
  *                                 carries the pty master (SCM_RIGHTS) with a TERMINAL step
  *   child  -> parent struct aio_error   a step failed (then the child exits)
@@ -20,7 +21,11 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/if.h>
+#include <linux/filter.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <sys/personality.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -56,6 +61,9 @@ struct child {
     int root_fd;
     int slash_fd; /* "/" of the host, for paths outside the rootfs */
     int cwd_done;
+    int seccomp_late;    /* load the filter after every other step (no_new_privileges) */
+    unsigned int seccomp_flags;
+    struct sock_fprog seccomp;
     int console_fd; /* the pty master (TERMINAL record), sent to the parent with 'R' */
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
@@ -255,6 +263,74 @@ static int do_unlink(int dir, const char *name, const struct record *r)
     return unlinkat(dir, name, 0) < 0 && errno != ENOENT ? -1 : 0;
 }
 
+/* The parent's go: one byte 'G', with the cgroup.procs fds to join. Returns their count. */
+static int recv_go(int sock, int fds[AIO_MAX_JOIN])
+{
+    char go = 0;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
+    } control;
+    struct iovec iov = {&go, 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1 || go != 'G')
+        return -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+        return 0;
+    int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(fds, CMSG_DATA(cm), (size_t)n * sizeof(int));
+    return n;
+}
+
+static int write_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    size_t n = cstrlen(content);
+    ssize_t w = write(fd, content, n);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return w == (ssize_t)n ? 0 : -1;
+}
+
+static int hex_value(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* The filter arrives hex-encoded (plan strings end at NUL; BPF is full of them). */
+static int decode_filter(struct child *c, const char *hex)
+{
+    static struct sock_filter insns[BPF_MAXINSNS];
+    unsigned char *out = (unsigned char *)insns;
+    size_t n = cstrlen(hex);
+    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(insns))
+        return -1;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    c->seccomp.len = (unsigned short)(n / 2 / sizeof(struct sock_filter));
+    c->seccomp.filter = insns;
+    return 0;
+}
+
+static void load_filter(struct child *c)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, c->seccomp_flags, &c->seccomp) < 0)
+        fail(c, "seccomp", "", errno);
+}
+
 static int remount_ro(const char *path, int bind_first)
 {
     struct statvfs sv;
@@ -265,6 +341,26 @@ static int remount_ro(const char *path, int bind_first)
         keep = sv.f_flag & (ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_NOATIME | ST_NODIRATIME | ST_RELATIME);
     }
     return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL);
+}
+
+/* lo up in the new network namespace: one ioctl, as crun does; networks come later, from Python */
+static int loopback_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    memset(&ifr, 0, sizeof(ifr));
+    cstrlcpy(ifr.ifr_name, "lo", sizeof(ifr.ifr_name));
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    int err = errno;
+    close(s);
+    errno = err;
+    return rc;
 }
 
 static int pivot_into(const char *rootfs)
@@ -560,6 +656,10 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         if (sethostname(r->strs[0], cstrlen(r->strs[0])) < 0)
             fail(c, "sethostname", r->strs[0], errno);
         break;
+    case AIO_OP_LOOPBACK_UP:
+        if (loopback_up() < 0)
+            fail(c, "loopback up", "lo", errno);
+        break;
     case AIO_OP_DOMAINNAME:
         if (setdomainname(r->strs[0], cstrlen(r->strs[0])) < 0)
             fail(c, "setdomainname", r->strs[0], errno);
@@ -604,22 +704,53 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         else if (!r->ints[0] || (errno != EACCES && errno != EPERM))
             fail(c, "chdir", r->strs[0], errno);
         break;
+    case AIO_OP_WAIT_MAPS: {
+        /* in a new user namespace nothing touches a file before the parent wrote the id maps */
+        char maps = 0;
+        if (recv(c->sync_fd, &maps, 1, 0) != 1 || maps != 'M')
+            _exit(AIO_EXIT_SETUP_FAILED);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        /* the init still has the host's ids, unmapped here: become the namespace's root */
+        if (setgroups(0, NULL) < 0 && errno != EPERM)
+            fail(c, "setgroups in the user namespace", "", errno);
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            fail(c, "become root of the user namespace", "uid and gid 0 must be mapped", errno);
+        break;
+    }
     case AIO_OP_WAIT_GO: {
-        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP);
-         * strs: the cgroup.procs files to join */
-        char go = 0;
-        if (recv(c->sync_fd, &go, 1, 0) != 1 || go != 'G')
+        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP); strs: the
+         * cgroup.procs files, which arrive opened with the go (the parent's credentials
+         * are what the kernel checks, so this works from a user namespace too) */
+        int fds[AIO_MAX_JOIN];
+        int n = recv_go(c->sync_fd, fds);
+        if (n < 0)
             _exit(AIO_EXIT_SETUP_FAILED); /* the parent died or gave up: leave quietly */
-        for (uint32_t i = 0; i < r->nstr; i++) {
-            int fd = open(r->strs[i], O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || write(fd, "0", 1) != 1)
-                fail(c, "join cgroup", r->strs[i], errno);
-            close(fd);
+        for (int i = 0; i < n; i++) {
+            if (write(fds[i], "0", 1) != 1)
+                fail(c, "join cgroup", i < (int)r->nstr ? r->strs[i] : "", errno);
+            close(fds[i]);
         }
         if (r->ints[0] && unshare((int)r->ints[0]) < 0)
             fail(c, "unshare", "cgroup namespace", errno);
         break;
     }
+    case AIO_OP_WRITE_FILE:
+        if (write_file(r->strs[0], r->strs[1]) < 0)
+            fail(c, "write", r->strs[0], errno);
+        break;
+    case AIO_OP_PERSONALITY:
+        if (personality((unsigned long)r->ints[0]) < 0)
+            fail(c, "personality", "", errno);
+        break;
+    case AIO_OP_SECCOMP:
+        /* ints: seccomp(2) flags, late; strs: the BPF program, hex */
+        if (decode_filter(c, r->strs[0]) < 0)
+            fail(c, "seccomp", "malformed filter", EINVAL);
+        c->seccomp_flags = (unsigned int)r->ints[0];
+        c->seccomp_late = (int)r->ints[1];
+        if (!c->seccomp_late)
+            load_filter(c);
+        break;
     case AIO_OP_TERMINAL:
         open_terminal(c, r, scratch);
         break;
@@ -704,7 +835,10 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
     c.console_fd = -1;
     c.sync_fd = args->sync_fd;
     reset_signals();
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* not dumpable, so nothing in the container can open /proc/<init>/...; in a new user
+     * namespace only once the parent (maybe unprivileged) has written our id maps */
+    if (!(args->clone_flags & CLONE_NEWUSER))
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (join)
         join_rest(&c, join);
     arrange_fds(&c);
@@ -718,6 +852,8 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
     if (!c.argv || !c.argv[0] || !c.envp)
         fail(&c, "plan", "no argv", EINVAL);
     resolve_exe(&c);
+    if (c.seccomp_late)
+        load_filter(&c);
     char ready = 'R';
     if (send_msg(c.sync_fd, &ready, 1, c.console_fd) < 0)
         _exit(AIO_EXIT_SETUP_FAILED);
@@ -743,6 +879,33 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
         write(2, why, cstrlen(why));
     write(2, "\n", 1);
     _exit(err == ENOENT ? 127 : 126);
+}
+
+int aio_send_go(int sock, const int *fds, int n)
+{
+    char go = 'G';
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
+    } control;
+    struct iovec iov = {&go, 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    memset(&control, 0, sizeof(control));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (n > AIO_MAX_JOIN)
+        return -EINVAL;
+    if (n > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
 int aio_sync_pair(int fds[2])

@@ -29,10 +29,16 @@
 #define AIO_OP_CAPS_BOUNDING 21
 #define AIO_OP_WAIT_GO 22
 #define AIO_OP_ROOTFS 23
-#define AIO_OP_TERMINAL 24
+#define AIO_OP_WRITE_FILE 24
+#define AIO_OP_PERSONALITY 25
+#define AIO_OP_SECCOMP 26
+#define AIO_OP_WAIT_MAPS 27
+#define AIO_OP_LOOPBACK_UP 28
+#define AIO_OP_TERMINAL 29
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
+#define AIO_MAX_JOIN 16 /* cgroup.procs fds sent with the go: one per hierarchy */
 #define AIO_EXIT_SETUP_FAILED 125
 
 struct aio_spawn_args {
@@ -71,6 +77,7 @@ int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err);
 /* The sync channel and fd passing, here so that the CLI need not import Python's socket module. */
 int aio_sync_pair(int fds[2]);
+int aio_send_go(int sock, const int *fds, int n);
 long aio_recv(int sock, void *buf, size_t len, int *fd_out);
 int aio_unix_connect(const char *path);
 int aio_send_fd(int sock, int fd, const char *name);

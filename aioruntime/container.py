@@ -1,8 +1,8 @@
 """The asyncio face of aioruntime: ``await Container(id, bundle).run()``.
 
 The operations themselves are the synchronous ones in ``ops``; here they are sequenced
-on the event loop, and every wait (the init's report, its exit, its death on delete) is
-an fd watched by the loop: no threads, no polling, no SIGCHLD handler.
+on the event loop, and every wait (the init's report, its exit, its death on delete, a
+freeze, an OOM) is an fd watched by the loop: no threads, no polling, no SIGCHLD handler.
 """
 
 from __future__ import annotations
@@ -11,23 +11,49 @@ import asyncio
 import builtins
 import os
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from .cgroups.placement import locate
+from .cgroups.stats import StatsReader
 from .errors import ContainerExistsError, ContainerNotFoundError
-from .ops import lifecycle
+from .events import Event, Hub
+from .ops import freeze, lifecycle
+from .ops import update as updating
 from .ops.create import Creation
 from .ops.exec import exec_process
 from .process import ExitWatch, Process, check_terminal, connect, launch, readable
 from .spec import Process as ProcessSpec
 from .spec import Spec, load
+from .spec.resources import Resources
 from .state import DEFAULT_ROOT, State, Store, check_id
-from .status import Status
+from .stats import Stats
+from .status import Status, require
 from .stdio import DEVNULL, PIPE, ChildStdio, Stdio
 from .terminal import Terminal
 
+if TYPE_CHECKING:
+    from .criu.swrk import Wait
+    from .network import Endpoint, Network, PortMapping
+    from .network.nat import Ports
+
 __all__ = ["DEVNULL", "PIPE", "Container", "Process", "Stdio"]
+T = TypeVar("T")
+
+
+async def _driven(wait: Wait[T]) -> T:
+    """Run a core operation that yields the fds it waits on (CRIU's socket, its pidfd) on
+    the loop; cancelled, the operation is closed and undoes what it started."""
+    try:
+        fd = next(wait)
+        while True:
+            await readable(fd)
+            fd = wait.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        wait.close()
 
 
 class Container:
@@ -39,6 +65,8 @@ class Container:
     When the config's ``process.terminal`` is true they stay unset: the process's stdio is
     a pty opened in the container, whose master goes to ``console_socket`` if given (runc's
     ``--console-socket``), else becomes ``stdin``/``stdout`` here (``resize`` sets its size).
+
+    With ``network`` the container joins that ``Network`` on create (see ``attach``).
     """
 
     def __init__(
@@ -52,6 +80,9 @@ class Container:
         stderr: Stdio = None,
         no_pivot: bool = False,
         console_socket: str | None = None,
+        network: Network | None = None,
+        ports: Ports | None = None,
+        nat: bool = False,
     ) -> None:
         self.id = check_id(id)
         self.bundle = os.fspath(bundle) if bundle is not None else None
@@ -67,6 +98,14 @@ class Container:
         self._exit: ExitWatch | None = None  # set once this object created the init
         self._terminal: Terminal | None = None
         self._execs: set[Process] = set()  # exec'd by this object and not yet reaped
+        self._hub: Hub | None = None  # made by the first events() subscriber
+        # networking: what create() joins, checked now so that a mistake fails before anything runs
+        self._join: tuple[Network, Ports, bool] | None = None
+        if network is not None:
+            self._check_network(network, ports)
+            self._join = (network, ports or {}, nat)
+        elif ports or nat:
+            raise ValueError("ports and nat need a network: Container(..., network=net, ports=...)")
 
     # -- queries -----------------------------------------------------------------------
 
@@ -94,6 +133,14 @@ class Container:
     @property
     def status(self) -> Status:
         return lifecycle.status_of(self._store, self._load())
+
+    @property
+    def network(self) -> Endpoint | None:
+        """Where the container is on its network (``address``, ``gateway``, ``ports`` ...), or None."""
+        from .network.registry import Registry
+
+        found = Registry(self.root).endpoints_of(self.id)
+        return found[0] if found else None
 
     def state(self) -> dict[str, Any]:
         """The OCI state document (``runc state``), read fresh from disk and the kernel."""
@@ -131,27 +178,77 @@ class Container:
         if self.bundle is None:
             raise ValueError("Container(id, bundle): a bundle is needed to create a container")
         spec = load(self.bundle)
+        if self._join is not None:  # networking: refuse a container without a netns of its own now
+            from .network.network import check_netns
+
+            check_netns(spec, self.id)
         check_terminal(spec.process is not None and spec.process.terminal, self._stdio)
         stdio = ChildStdio(self._stdio)
         creation = Creation(
             self._store, self.id, self.bundle, stdio=stdio.child, no_pivot=self._no_pivot, spec=spec,
             console_socket=self._console_socket,
         )
-        self._state = await launch(creation, stdio)
+        try:
+            self._state = await launch(creation, stdio)
+        except BaseException:
+            if self._hub is not None:
+                self._hub.end()
+            raise
         self._spec = spec
-        self._exit = ExitWatch(creation.pidfd)
+        self._watch_exit(creation.pidfd)
+        if self._hub is not None:
+            self._hub.created()
         assert creation.console is not None
         try:
+            if self._join is not None:  # networking, before stdio: its streams would outlive a failure
+                network, ports, nat = self._join
+                try:
+                    await self.attach(network, ports=ports, nat=nat)
+                except BaseException:
+                    stdio.close()
+                    if creation.console.master >= 0:
+                        os.close(creation.console.master)
+                    raise
             (self.stdin, self.stdout, self.stderr), self._terminal = await connect(stdio, creation.console.master)
         except BaseException:
-            self._delete_now()
+            self._delete_now()  # releases the network too
             raise
         if (terminal := self._terminal) is not None:
+            assert self._exit is not None
             self._exit.future.add_done_callback(lambda _: terminal.close())
+
+    async def attach(self, network: Network, *, ports: Ports | None = None, nat: bool = False) -> Endpoint:
+        """Join ``network``, created or running: eth0 with the next free address and a default route.
+
+        ``ports`` publishes host ports on the container's (``{8080: 80, "5353/udp": 53}``): the
+        host reaches them at any of its addresses, 127.0.0.1 included, other machines when the
+        host forwards IPv4. ``nat`` masquerades the container's traffic that leaves the bridge.
+        All of it is released on delete; on failure none of it is left.
+        """
+        from .network.network import attach, check_netns
+
+        mappings = self._check_network(network, ports)
+        state = self._load()
+        require(self.id, "attach to a network", lifecycle.status_of(self._store, state))
+        check_netns(self.config, self.id)
+        return await attach(network, self.id, state.pid, state.pid_start, ports=mappings, nat_out=nat)
+
+    def _check_network(self, network: Network, ports: Ports | None) -> tuple[PortMapping, ...]:
+        """The parsed ports; ValueError for a network of another root or a bad port."""
+        from .network.nat import parse_ports
+
+        if network.root != self.root:
+            raise ValueError(
+                f"network {network.name} is under root {network.root}, container {self.id} under {self.root}: "
+                "a container joins networks of its own root"
+            )
+        return parse_ports(ports or {})
 
     async def start(self) -> None:
         """Release the init: it execs the configured process."""
         lifecycle.start(self._store, self.id)
+        if self._hub is not None:
+            self._hub.refresh()
 
     async def wait(self) -> int | None:
         """Wait for the init to exit; its status if this process created it, else None."""
@@ -180,6 +277,7 @@ class Container:
                 await readable(pidfd)
             if self._exit is not None:
                 await asyncio.shield(self._exit.future)
+            await self._leave_network()
         except BaseException:
             self._delete_now()
             raise
@@ -188,6 +286,17 @@ class Container:
                 os.close(pidfd)
         lifecycle.delete_finish(self._store, self.id)
         self._state = None
+        if self._hub is not None:
+            self._hub.deleted()
+
+    async def _leave_network(self) -> None:
+        """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
+        from .network.registry import Registry
+
+        if Registry(self.root).endpoints_of(self.id):  # pyroute2 is imported only when there is some
+            from .network.network import leave
+
+            await leave(self.root, self.id)
 
     async def run(self) -> int:
         """create + start + wait + delete: the exit status (minus the signal if killed)."""
@@ -202,6 +311,84 @@ class Container:
         assert code is not None
         return code
 
+    # -- checkpoint and restore (CRIU) -------------------------------------------------------
+
+    async def checkpoint(
+        self,
+        image_path: str | os.PathLike[str],
+        *,
+        work_path: str | os.PathLike[str] | None = None,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        pre_dump: bool = False,
+        parent_path: str | None = None,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> None:
+        """Dump the running container into ``image_path`` with CRIU (runc's checkpoint flags).
+
+        Unless ``leave_running`` or ``pre_dump``, its processes end and the container is
+        deleted: ``Container.restore`` brings it back. ``parent_path`` (relative to
+        ``image_path``) names a pre-dump to build on; ``criu`` the binary (else
+        $AIORUNTIME_CRIU, else ``criu`` on PATH).
+        """
+        from .ops.checkpoint import CheckpointOptions, checkpoint
+
+        options = CheckpointOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None, leave_running,
+            tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump, parent_path, manage_cgroups_mode,
+        )
+        if await _driven(checkpoint(self._store, self.id, options, criu=criu)):
+            await self.delete(force=True)
+
+    @classmethod
+    async def restore(
+        cls,
+        id: str,
+        bundle: str | os.PathLike[str],
+        *,
+        image_path: str | os.PathLike[str],
+        work_path: str | os.PathLike[str] | None = None,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        stdin: Stdio = None,
+        stdout: Stdio = None,
+        stderr: Stdio = None,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        manage_cgroups_mode: str | None = None,
+        criu: str | None = None,
+    ) -> Container:
+        """A running container ``id`` from the checkpoint in ``image_path`` and ``bundle``
+        (its cgroups and bind mounts are this bundle's). The stdio given here replaces the
+        pipes and outside files the checkpointed init had; the container is ours to wait for."""
+        from .ops.restore import RestoreOptions, restore
+
+        c = cls(id, bundle, root=root, stdin=stdin, stdout=stdout, stderr=stderr)
+        options = RestoreOptions(
+            os.fspath(image_path), os.fspath(work_path) if work_path is not None else None,
+            tcp_established, ext_unix_sk, shell_job, file_locks, manage_cgroups_mode,
+        )
+        stdio = ChildStdio(c._stdio)
+        try:
+            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=stdio.child, criu=criu))
+        except BaseException:
+            stdio.close()
+            raise
+        stdio.started()
+        c._state = restored.state
+        c._watch_exit(restored.pidfd)
+        try:
+            c.stdin, c.stdout, c.stderr = await stdio.connect()
+        except BaseException:
+            c._delete_now()
+            raise
+        return c
+
     def _delete_now(self) -> None:
         """Force-delete without the loop: for cancellation, where awaiting is no longer possible.
 
@@ -213,6 +400,8 @@ class Container:
         self._state = None
         if self._exit is not None:
             self._exit.reap_now()
+        if self._hub is not None:
+            self._hub.deleted()
 
     async def __aenter__(self) -> Container:
         await self.create()
@@ -223,6 +412,76 @@ class Container:
     ) -> None:
         if os.path.exists(self._store.dir(self.id)):
             await self.delete(force=True)  # cancelled meanwhile: it finishes without the loop
+
+    # -- resources, pause, statistics, events -------------------------------------------------
+
+    async def update(self, resources: Resources) -> None:
+        """Change the limits of the live container: the fields ``resources`` sets (None
+        keeps a value), every one of them or, if the kernel refuses one, none."""
+        self._state = updating.update(self._store, self.id, resources)
+        self._spec = None
+
+    async def pause(self) -> None:
+        """Freeze every process of the container; returns once all are frozen."""
+        f = freeze.pause_begin(self._store, self.id)
+        try:
+            while not f.done():
+                if f.fd >= 0:
+                    await readable(f.fd)
+                else:
+                    await asyncio.sleep(f.retry)  # cgroup v1 tells no one when it is done
+        finally:
+            freeze.pause_end(self._store, self.id, f)
+        if self._hub is not None:
+            self._hub.refresh()
+
+    async def resume(self) -> None:
+        """Thaw the processes of a paused container."""
+        freeze.resume(self._store, self.id)
+        if self._hub is not None:
+            self._hub.refresh()
+
+    async def stats(self) -> Stats:
+        """One sample of the container's resource usage."""
+        state = self._load()
+        with StatsReader(locate(state.cgroup_paths), state.pid) as reader:
+            return reader.read()
+
+    async def stats_stream(self, interval: float = 1.0) -> AsyncIterator[Stats]:
+        """A sample every ``interval`` seconds, through files opened once, until the container
+        is deleted. A consumer slower than ``interval`` gets fresh samples, not a backlog."""
+        if interval <= 0:
+            raise ValueError("stats_stream(interval): the interval must be greater than 0")
+        state = self._load()
+        loop = asyncio.get_running_loop()
+        reader = StatsReader(locate(state.cgroup_paths), state.pid)
+        try:
+            due = loop.time()
+            while True:
+                try:
+                    sample = reader.read()
+                except OSError:
+                    return  # the cgroup is gone (ENODEV): the container was deleted
+                yield sample
+                due = max(due + interval, loop.time())
+                await asyncio.sleep(due - loop.time())
+        finally:
+            reader.close()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Created, Started, Paused, Resumed, OOM, Exited, Deleted as they happen, ending after
+        Deleted. Any number may listen; leaving the ``async for`` releases the watches."""
+        if self._hub is None:
+            if self._state is None and self.bundle is None:
+                self._load()  # ContainerNotFoundError: nothing to listen to
+            self._hub = Hub(self._store, self.id, lambda: self._exit is not None and not self._exit.reaped)
+        hub = self._hub
+        queue = hub.subscribe()
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            hub.unsubscribe(queue)
 
     # -- processes and terminals ------------------------------------------------------
 
@@ -276,3 +535,14 @@ class Container:
             raise ValueError("the container's process has no terminal here (process.terminal is false, "
                              "or its master went to the console socket)")
         self._terminal.resize(rows, cols)
+
+    # -- exit --------------------------------------------------------------------------------
+
+    def _watch_exit(self, pidfd: int) -> None:
+        """Reap our child init as soon as it exits, and tell the event stream."""
+        self._exit = ExitWatch(pidfd)
+        self._exit.future.add_done_callback(self._exited)
+
+    def _exited(self, future: asyncio.Future[int]) -> None:
+        if self._hub is not None and not future.cancelled():
+            self._hub.exited(future.result())

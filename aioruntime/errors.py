@@ -69,3 +69,105 @@ class SpawnError(AioRuntimeError):
 
 class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
+
+
+class ResourceError(CgroupError):
+    """A resource limit the kernel lacks or refused; ``field`` is its JSON path
+    (``linux.resources.memory.limit``). Nothing of the request was left applied."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class CriuError(AioRuntimeError):
+    """CRIU is missing, too old, or failed a checkpoint or restore; ``log`` is its log file."""
+
+    def __init__(self, message: str, log: str | None = None) -> None:
+        self.log = log
+        super().__init__(message)
+
+
+class CheckpointNotFoundError(AioRuntimeError):
+    """A restore was asked from a directory that holds no checkpoint."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"no checkpoint to restore in {path}: {reason}")
+
+
+# -- networking (aioruntime.network) -------------------------------------------------------
+
+
+class NetworkError(AioRuntimeError):
+    """A network could not be made, joined or removed; the message says what the kernel or nft said."""
+
+
+class NetworkExistsError(NetworkError):
+    def __init__(self, name: str, root: str) -> None:
+        self.name = name
+        super().__init__(f"network {name} exists under {root}: load it with Network.load({name!r}) or pick another name")
+
+
+class NetworkNotFoundError(NetworkError):
+    def __init__(self, name: str, root: str) -> None:
+        self.name = name
+        super().__init__(f"no network {name} under {root}: make it with Network.create({name!r}, subnet=...)")
+
+
+class BridgeInUseError(NetworkError):
+    """The host already has a link with the bridge's name (ours from another root, or not ours at all)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"bridge name {name} is in use: the host has a link called {name}; pick another network name")
+
+
+class SubnetClashError(NetworkError):
+    """The subnet overlaps another network's or a route the host already has."""
+
+    def __init__(self, subnet: str, other: str) -> None:
+        self.subnet = subnet
+        self.other = other
+        super().__init__(f"subnet {subnet} overlaps {other}: pick a subnet no route or network on this host uses")
+
+
+class SubnetExhaustedError(NetworkError):
+    def __init__(self, name: str, subnet: str, used: int) -> None:
+        self.name = name
+        self.subnet = subnet
+        super().__init__(
+            f"network {name} ({subnet}) has no free address: {used} containers hold one; "
+            "delete one of them or use a network with a larger subnet"
+        )
+
+
+class NetworkInUseError(NetworkError):
+    """``Network.delete()`` while containers are attached (``force=True`` detaches them first)."""
+
+    def __init__(self, name: str, containers: tuple[str, ...]) -> None:
+        self.name = name
+        self.containers = containers
+        super().__init__(
+            f"network {name} has containers attached: {', '.join(containers)}; "
+            "delete them first or pass force=True to detach them"
+        )
+
+
+class NoNetworkNamespaceError(NetworkError):
+    """A network was asked for a container that shares the host's network namespace."""
+
+    def __init__(self, container_id: str) -> None:
+        self.id = container_id
+        super().__init__(
+            f"container {container_id} has no network namespace of its own: add "
+            '{"type": "network"} to linux.namespaces in its config.json to give it a network'
+        )
+
+
+class PortInUseError(NetworkError):
+    def __init__(self, port: int, protocol: str, container_id: str) -> None:
+        self.port = port
+        self.protocol = protocol
+        self.container = container_id
+        super().__init__(f"host port {port}/{protocol} is already published by container {container_id}")

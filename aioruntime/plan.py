@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import resource
 import struct
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .spec import Capabilities, Mount, Process, Spec
+from .spec import Capabilities, Linux, Mount, Process, Spec
 from .spec.names import CAPABILITIES
 
 # <sys/mount.h>
@@ -56,10 +57,10 @@ _IGNORED_OPTIONS = frozenset({"tmpcopyup", "idmap", "ridmap", "nocopyup", "copyu
 
 NAMESPACE_FLAGS: dict[str, int] = {
     "pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000,
-    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000,
+    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "user": 0x10000000,
 }
 CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWUSER = NAMESPACE_FLAGS["user"]
 # exec joins in runc's order (libcontainer's NamespaceTypes): user first, for the
 # capabilities over the others; mount after pid and net, whose files it would hide.
 # type -> (name under /proc/PID/ns, CLONE_NEW*)
@@ -158,6 +159,15 @@ class DomainnameStep(NamedTuple):
     name: str
 
 
+class LoopbackUpStep(NamedTuple):
+    """Bring ``lo`` up in the container's new network namespace, as runc and crun do.
+
+    In the init (one ioctl) rather than through pyroute2 afterwards: every container with
+    its own network namespace needs it, also those the CLI creates, which cannot import
+    pyroute2 (it imports asyncio); and it is done before anything of the user's runs.
+    """
+
+
 class RlimitStep(NamedTuple):
     name: str
     soft: int
@@ -172,6 +182,7 @@ class UserStep(NamedTuple):
     uid: int
     gid: int
     additional_gids: tuple[int, ...] = ()
+    setgroups: bool = True  # False where the user namespace denies it (rootless)
 
 
 class BoundingStep(NamedTuple):
@@ -189,6 +200,28 @@ class CapsStep(NamedTuple):
 
 class NoNewPrivsStep(NamedTuple):
     on: bool = True
+
+
+class WriteFileStep(NamedTuple):
+    """Write ``content`` to an existing file: a sysctl under /proc/sys, oom_score_adj."""
+
+    path: str
+    content: str
+
+
+class PersonalityStep(NamedTuple):
+    persona: int  # personality(2): the execution domain and its flags
+
+
+class SeccompStep(NamedTuple):
+    """Load the BPF filter; ``late`` (with no_new_privileges) loads it after every other step,
+    just before the init reports ready, so as few syscalls as possible run under it.
+    Without no_new_privileges it must come before the capabilities are dropped: loading a
+    filter then needs CAP_SYS_ADMIN (as runc orders it)."""
+
+    program: bytes
+    flags: int
+    late: bool
 
 
 class UmaskStep(NamedTuple):
@@ -213,6 +246,14 @@ class WaitGoStep(NamedTuple):
     unshare: int = 0
 
 
+class WaitMapsStep(NamedTuple):
+    """In a new user namespace: wait until the parent has written the uid and gid maps.
+
+    First of all steps: until then every file the init touches would be unmapped."""
+
+    on: bool = True
+
+
 class TerminalStep(NamedTuple):
     """Open a pty in the container's devpts; its peer becomes stdio and the controlling
     terminal, the master goes to the parent with the ready report (runc opens it inside
@@ -231,9 +272,9 @@ class ExecStep(NamedTuple):
 
 Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
-    | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | RlimitStep | KeepCapsStep
-    | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
-    | TerminalStep | ExecStep
+    | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
+    | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
+    | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep
 )
 
 
@@ -295,11 +336,17 @@ def _is_bind(m: Mount) -> bool:
 _CGROUP_TMPFS = "mode=755"  # marks the tmpfs under which the cgroup hierarchies are mounted
 
 
-def _mount_steps(i: int, m: Mount, rootfs: str, bundle: str, cgroups: Iterable[CgroupMount], cgroupns: bool) -> list[Step]:
+def _mount_steps(
+    i: int, m: Mount, rootfs: str, bundle: str, cgroups: Sequence[CgroupMount], cgroupns: bool, rootless: bool
+) -> list[Step]:
     target = host_path(rootfs, m.destination)
     flags, prop, data = mount_options(m.options)
     steps: list[Step] = []
-    if m.type == "cgroup":
+    if m.type == "cgroup" and rootless and not cgroups:
+        # no cgroup of its own (an unprivileged runtime): the host's tree, read-only
+        steps.append(MountStep("/sys/fs/cgroup", target, "", "", MS_BIND | MS_REC, make=1))
+        steps.append(MountStep("", target, "", "", MS_BIND | MS_REMOUNT | MS_REC | flags | MS_RDONLY))
+    elif m.type == "cgroup":
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
         steps.append(MountStep("tmpfs", target, "tmpfs", _CGROUP_TMPFS, base, make=1))
         for cg in cgroups:
@@ -344,6 +391,61 @@ def _capability_steps(caps: Capabilities) -> tuple[Step, Step]:
     )
 
 
+# sysctls each namespace makes the container's own (runc's list); anything else is the host's
+_IPC_SYSCTLS = frozenset({
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+    "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+})
+_UTS_SYSCTLS = frozenset({"kernel.domainname", "kernel.hostname"})
+
+
+def _check_sysctl(key: str, linux: Linux) -> None:
+    def own(kind: str) -> bool:
+        ns = linux.namespace(kind)
+        return ns is not None and ns.path is None
+
+    where = f'linux.sysctl["{key}"]'
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if not own("ipc"):
+            raise ConfigError(where, "an ipc sysctl needs the container's own ipc namespace")
+    elif key.startswith("net."):
+        if not own("network"):
+            raise ConfigError(where, "a net sysctl needs the container's own network namespace")
+    elif key in _UTS_SYSCTLS:
+        if not own("uts"):
+            raise ConfigError(where, "a uts sysctl needs the container's own uts namespace")
+    else:
+        raise ConfigError(where, "not a namespaced sysctl: it would change the host for every process")
+
+
+def _check_rlimit(i: int, name: str, hard: int) -> None:
+    """Raising a hard limit needs CAP_SYS_RESOURCE: say so here, not as an EPERM from the init."""
+    current = resource.getrlimit(RLIMITS[name])[1]
+    if current != resource.RLIM_INFINITY and hard > current and not _has_capability(CAPABILITIES.index("CAP_SYS_RESOURCE")):
+        raise ConfigError(
+            f"process.rlimits[{i}].hard",
+            f"{name} hard limit {hard} is above this runtime's own ({current}) and CAP_SYS_RESOURCE is missing",
+        )
+
+
+def _has_capability(cap: int) -> bool:
+    with open("/proc/self/status") as f:
+        eff = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(eff.split()[1], 16) >> cap & 1)
+
+
+PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def _persona(personality: Mapping[str, Any]) -> int:
+    domain = personality.get("domain")
+    if domain not in PERSONALITY_DOMAINS:
+        raise ConfigError("linux.personality.domain", f"expected LINUX or LINUX32, got {domain!r}")
+    if personality.get("flags"):
+        raise ConfigError("linux.personality.flags", "personality flags are not supported (runc supports none either)")
+    return PERSONALITY_DOMAINS[domain]
+
+
 def _home(rootfs: str, uid: int) -> str:
     """HOME from the container's /etc/passwd, as runc sets it when the config does not."""
     try:
@@ -369,24 +471,36 @@ def _environ(env: Iterable[str], rootfs: str, uid: int) -> tuple[str, ...]:
     return tuple(merged.values())
 
 
-def process_steps(proc: Process, rootfs: str) -> list[Step]:
-    """What makes the process itself, for an init and an exec alike: rlimits, no_new_privs,
-    bounding set, user and groups, capabilities, umask, cwd, then argv and env."""
+def process_steps(proc: Process, rootfs: str, linux: Linux, *, rootless: bool = False) -> list[Step]:
+    """What makes the process itself, for an init and an exec alike: rlimits, personality,
+    no_new_privs, seccomp, bounding set, user and groups, capabilities, umask, cwd, argv, env."""
+    for i, r in enumerate(proc.rlimits):
+        _check_rlimit(i, r.type, r.hard)
     steps: list[Step] = [RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits]
+    if linux.personality is not None:
+        steps.append(PersonalityStep(_persona(linux.personality)))
     if proc.no_new_privileges:
         steps.append(NoNewPrivsStep())
+    if linux.seccomp is not None:
+        from .seccomp import compile_profile
+
+        bpf = compile_profile(linux.seccomp)
+        steps.append(SeccompStep(bpf.program, bpf.flags, late=proc.no_new_privileges))
     user = proc.user
     for name, values in (("args", proc.args), ("env", proc.env)):
         if len(values) > MAX_STRINGS - 2:
             raise ConfigError(f"process.{name}", f"{len(values)} entries given, at most {MAX_STRINGS - 2} are supported")
     if len(user.additional_gids) > 64:
         raise ConfigError("process.user.additionalGids", f"{len(user.additional_gids)} groups given, at most 64 are supported")
+    if rootless and user.additional_gids:
+        raise ConfigError("process.user.additionalGids", "an unprivileged runtime's user namespace cannot set groups")
+    as_user = UserStep(user.uid, user.gid, user.additional_gids, setgroups=not rootless)
     steps.append(ChdirStep(proc.cwd, before_user=True))
     if proc.capabilities is not None:
         bounding, caps = _capability_steps(proc.capabilities)
-        steps += [bounding, KeepCapsStep(True), UserStep(user.uid, user.gid, user.additional_gids), KeepCapsStep(False), caps]
+        steps += [bounding, KeepCapsStep(True), as_user, KeepCapsStep(False), caps]
     else:
-        steps.append(UserStep(user.uid, user.gid, user.additional_gids))
+        steps.append(as_user)
     steps.append(UmaskStep(user.umask if user.umask is not None else 0o022))
     steps.append(ChdirStep(proc.cwd))
     steps.append(ExecStep(proc.args, _environ(proc.env, rootfs, user.uid)))
@@ -402,10 +516,15 @@ def build(
     spec: Spec,
     *,
     bundle: str,
-    cgroups: Iterable[CgroupMount] = (),
+    cgroups: Sequence[CgroupMount] = (),
     no_pivot: bool = False,
+    rootless: bool = False,
 ) -> Plan:
-    """The init's steps for ``spec``; ``bundle`` anchors relative paths."""
+    """The init's steps for ``spec``; ``bundle`` anchors relative paths.
+
+    ``rootless``: the runtime is not root; its user namespace denies setgroups, and
+    without ``cgroups`` (none could be made) /sys/fs/cgroup shows the host's, read-only.
+    """
     if spec.root is None:
         raise ConfigError("root", "the config has no root: a container needs a root filesystem")
     if spec.process is None:
@@ -424,19 +543,23 @@ def build(
             unshare_flags |= CLONE_NEWCGROUP
         else:
             clone_flags |= NAMESPACE_FLAGS[ns.type]
+    if clone_flags & CLONE_NEWUSER and not (linux.uid_mappings and linux.gid_mappings):
+        raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
     if not clone_flags & NAMESPACE_FLAGS["mount"]:
         raise ConfigError("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}")
 
     root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
-    steps: list[Step] = [
+    steps: list[Step] = [WaitMapsStep()] if clone_flags & CLONE_NEWUSER else []
+    if spec.process.oom_score_adj is not None:  # the host's /proc: the init's own entry
+        steps.append(WriteFileStep("/proc/self/oom_score_adj", str(spec.process.oom_score_adj)))
+    steps += [
         # nothing the container mounts may propagate back to the host
         MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
         MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
         RootfsStep(rootfs),
     ]
-    cgroups = tuple(cgroups)
     for i, m in enumerate(spec.mounts):
-        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP)))
+        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP), rootless))
 
     dev_is_bind = any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts)
     if not dev_is_bind:
@@ -455,7 +578,12 @@ def build(
             target = host_path(rootfs, path)
             steps.append(MkdirStep(posixpath.dirname(target)))
             steps.append(UnlinkStep(target))
-            steps.append(MknodStep(target, mode, major, minor, uid, gid))
+            if clone_flags & CLONE_NEWUSER:  # no mknod in a user namespace: bind the host's node
+                if not os.path.exists(path):
+                    raise ConfigError("linux.devices", f"{path} must exist on the host to be bound into a user namespace")
+                steps.append(MountStep(path, target, "", "", MS_BIND, make=2))
+            else:
+                steps.append(MknodStep(target, mode, major, minor, uid, gid))
         for src, link in DEV_SYMLINKS:
             steps.append(SymlinkStep(src, host_path(rootfs, link)))
         if os.path.exists("/proc/kcore"):
@@ -468,6 +596,9 @@ def build(
         steps.append(terminal_step(spec.process, console=True))
     if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
         steps.append(MountStep("", "/", "", "", root_prop))
+    for key, value in linux.sysctl.items():  # before /proc/sys is made read-only
+        _check_sysctl(key, linux)
+        steps.append(WriteFileStep("/proc/sys/" + key.replace(".", "/"), value))
     steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
     steps.extend(MaskStep(p) for p in linux.masked_paths)
     if spec.root.readonly:
@@ -476,21 +607,35 @@ def build(
         steps.append(HostnameStep(spec.hostname))
     if spec.domainname is not None:
         steps.append(DomainnameStep(spec.domainname))
+    if clone_flags & NAMESPACE_FLAGS["network"]:
+        steps.append(LoopbackUpStep())
 
-    steps.extend(process_steps(spec.process, rootfs))
-    go = next((i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS), len(steps) - 1)
+    process_steps_at = len(steps)  # from here the init's own settings: limits, seccomp, caps, user
+    steps.extend(process_steps(spec.process, rootfs, linux, rootless=rootless))
+    # before the first cgroup mount, else before the init drops what joining and unsharing need
+    go = next(
+        (i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS),
+        process_steps_at,
+    )
     steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
 
 
 def build_exec(
-    proc: Process, *, namespaces: Iterable[str], rootfs: str, init_pid: int, cgroup1: Iterable[str], cgroup2: str
+    proc: Process,
+    *,
+    linux: Linux,
+    rootfs: str,
+    init_pid: int,
+    cgroup1: Iterable[str],
+    cgroup2: str,
+    rootless: bool = False,
 ) -> Plan:
     """The steps of ``proc`` joining a running container: its init ``init_pid``, the
-    ``namespaces`` its config lists (by type; one it does not list is the host's, which
-    the caller already has), its root, its cgroups (directories in v1 hierarchies, and the
-    cgroup2 one or "")."""
-    types = set(namespaces)
+    namespaces its config (``linux``) lists (one it does not list is the host's, which the
+    caller already has), its root, its cgroups (directories in the v1 hierarchies, and the
+    cgroup2 one or "") and its seccomp profile."""
+    types = {ns.type for ns in linux.namespaces}
     proc_ns = f"/proc/{init_pid}/ns"
     join = Join(
         tuple((f"{proc_ns}/{name}", flag) for t, (name, flag) in JOIN_ORDER.items() if t in types and t != "cgroup"),
@@ -500,7 +645,7 @@ def build_exec(
         tuple(posixpath.join(d, "tasks") for d in cgroup1),
     )
     steps: list[Step] = [terminal_step(proc)] if proc.terminal else []
-    steps += process_steps(proc, rootfs)
+    steps += process_steps(proc, rootfs, linux, rootless=rootless)
     return Plan(tuple(steps), 0, rootfs, join)
 
 
@@ -546,13 +691,14 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("HOSTNAME", [], [step.name])
             case DomainnameStep():
                 rec("DOMAINNAME", [], [step.name])
+            case LoopbackUpStep():
+                rec("LOOPBACK_UP", [])
             case RlimitStep():
                 rec("RLIMIT", [RLIMITS[step.name], step.hard, step.soft], [step.name])
             case KeepCapsStep():
                 rec("KEEPCAPS", [int(step.on)])
             case UserStep():
-                # setgroups is skipped only when it would be refused (a later user-namespace issue)
-                rec("USER", [step.uid, step.gid, 1, *step.additional_gids])
+                rec("USER", [step.uid, step.gid, int(step.setgroups), *step.additional_gids])
             case BoundingStep():
                 rec("CAPS_BOUNDING", [last_cap, step.keep])
             case CapsStep():
@@ -563,6 +709,14 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("UMASK", [step.mask])
             case ChdirStep():
                 rec("CHDIR", [int(step.before_user)], [step.path])
+            case WriteFileStep():
+                rec("WRITE_FILE", [], [step.path, step.content])
+            case PersonalityStep():
+                rec("PERSONALITY", [step.persona])
+            case SeccompStep():
+                rec("SECCOMP", [step.flags, int(step.late)], [step.program.hex()])
+            case WaitMapsStep():
+                rec("WAIT_MAPS", [])
             case WaitGoStep():
                 rec("WAIT_GO", [step.unshare], step.cgroup_procs)
             case TerminalStep():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from ._native import ffi as _ffi
 from ._native import lib as _lib
-from .errors import SpawnError
-from .plan import Plan, encode, last_cap
+from .errors import CgroupError, SpawnError
+from .plan import Plan, WaitGoStep, encode, last_cap
+from .spec import IDMapping
 
 CODES = {name[len("AIO_OP_"):]: getattr(_lib, name) for name in dir(_lib) if name.startswith("AIO_OP_")}
 _ERROR = _ffi.sizeof("struct aio_error")
@@ -121,9 +123,52 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
             os.close(fd)
 
 
-def go(init: Init) -> None:
-    """Tell the init its cgroups are joined and it may set the container up."""
-    os.write(init.sync, b"G")
+def go(init: Init, plan: Plan) -> None:
+    """Let the init past its WaitGoStep, handing it its cgroup.procs files opened here.
+
+    The kernel checks a cgroup migration against the credentials of whoever opened
+    cgroup.procs, so the init can join from inside a user namespace too; and the grace
+    period the first migration waits for is spent in the init, not in the caller.
+    """
+    step = next(s for s in plan.steps if isinstance(s, WaitGoStep))
+    fds: list[int] = []
+    try:
+        for path in step.cgroup_procs:
+            try:
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+            except OSError as e:
+                raise CgroupError(f"cannot open {path} to join the cgroup: {e.strerror}") from e
+        err = _lib.aio_send_go(init.sync, fds, len(fds))
+        if err < 0:
+            read_report(init)  # the init failed before its WaitGoStep: raise what it said
+            raise OSError(-err, f"sending the go to the init: {os.strerror(-err)}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def write_id_maps(
+    init: Init, uid_mappings: Iterable[IDMapping], gid_mappings: Iterable[IDMapping], *, deny_setgroups: bool = False
+) -> None:
+    """Write the user namespace's maps while the init waits (WaitMapsStep), then release it.
+
+    An unprivileged writer may map only itself, and a gid map only once setgroups is denied.
+    """
+    if deny_setgroups:
+        with open(f"/proc/{init.pid}/setgroups", "w") as f:
+            f.write("deny")
+    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+        try:
+            with open(f"/proc/{init.pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise SpawnError("id maps", name, e.errno or 0, f"writing {name} ({text.strip()!r}): {e.strerror}") from e
+    try:
+        os.write(init.sync, b"M")
+    except BrokenPipeError:
+        read_report(init)
+        raise
 
 
 def read_report(init: Init) -> int:

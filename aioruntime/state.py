@@ -16,7 +16,12 @@ from typing import Any, NamedTuple
 
 from .errors import ContainerExistsError, ContainerNotFoundError, InvalidIdError
 
-DEFAULT_ROOT = "/run/aioruntime"
+# as runc: root's containers under /run, an unprivileged user's under $XDG_RUNTIME_DIR
+DEFAULT_ROOT = (
+    os.path.join(os.environ["XDG_RUNTIME_DIR"], "aioruntime")
+    if os.geteuid() != 0 and os.environ.get("XDG_RUNTIME_DIR")
+    else "/run/aioruntime"
+)
 _ID = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9_+\-.]{0,1023}$")
 
 

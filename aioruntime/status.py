@@ -2,7 +2,7 @@
 status a container is in now, read from the kernel the way runc reads it.
 
     creating -> created -(start)-> running -(exit)-> stopped -(delete)-> gone
-                                   running -(pause)-> pausing -> paused -(resume)-> running
+                 created, running -(pause)-> pausing -> paused -(resume)-> created, running
 
 Every operation calls ``require`` first, so the rules live here and nowhere else.
 """
@@ -24,6 +24,14 @@ class Status(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class Freezer(enum.StrEnum):
+    """The freezer state of a container's cgroup, as cgroup v1 names it."""
+
+    THAWED = "THAWED"
+    FREEZING = "FREEZING"
+    FROZEN = "FROZEN"
+
+
 S = Status
 ALLOWED: dict[str, frozenset[Status]] = {
     "start": frozenset({S.CREATED}),
@@ -33,11 +41,13 @@ ALLOWED: dict[str, frozenset[Status]] = {
     # runc deletes a created container without --force: nothing of the user's ran yet
     "delete": frozenset({S.CREATED, S.STOPPED, S.CREATING}),
     "force delete": frozenset(Status),
-    "pause": frozenset({S.RUNNING}),
-    "resume": frozenset({S.PAUSED}),
+    # as runc: a created container can be paused too (its init is frozen before exec)
+    "pause": frozenset({S.CREATED, S.RUNNING}),
+    "resume": frozenset({S.PAUSING, S.PAUSED}),
     "exec": frozenset({S.RUNNING}),
     "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
     "checkpoint": frozenset({S.RUNNING}),
+    "attach to a network": frozenset({S.CREATED, S.RUNNING}),
 }
 
 
@@ -63,14 +73,17 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def current(pid: int, pid_start: int, fifo_path: str, frozen: bool = False) -> Status:
-    """The status now: init gone -> stopped; frozen -> paused; exec fifo there -> created; else running."""
+def current(pid: int, pid_start: int, fifo_path: str, frozen: Freezer = Freezer.THAWED) -> Status:
+    """The status now: init gone -> stopped; frozen -> paused (freezing -> pausing); exec fifo
+    there -> created; else running."""
     if pid == 0:
         return Status.CREATING
     if process_start_time(pid) != pid_start:
         return Status.STOPPED
-    if frozen:
+    if frozen is Freezer.FROZEN:
         return Status.PAUSED
+    if frozen is Freezer.FREEZING:
+        return Status.PAUSING
     if os.path.exists(fifo_path):
         return Status.CREATED
     return Status.RUNNING

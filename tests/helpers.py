@@ -6,10 +6,11 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import EllipsisType
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.cgroup_tree import cgroup_dirs  # noqa: E402
 
-from aioruntime import Container  # noqa: E402
+from aioruntime.container import PIPE, Container  # noqa: E402
 
 AIORUNTIME = str(Path(sys.executable).parent / "aioruntime")
 """The venv's console script: the CLI of the package under test."""
@@ -104,6 +105,66 @@ def assert_no_leftovers(
             what = "a zombie nobody reaped" if state == "Z" else f"alive in state {state}"
             problems.append(f"process {pid} ({comm}) is {what}")
     assert not problems, f"container {cid} left behind:\n  " + "\n  ".join(problems)
+
+
+def sh(script: str) -> list[str]:
+    """``sh -c script`` with stderr on stdout, so error messages are part of the output."""
+    return ["sh", "-c", "exec 2>&1\n" + script]
+
+
+def copy_rootfs(rootfs: Path, dest: Path) -> Path:
+    """A private copy of the session's rootfs, for tests that write to it or run as a user.
+
+    Its top is made 0755 (the session's rootfs is a pytest temp dir, 0700, so a non-root
+    user could not even look up /bin in it) and /home/user is given back to user 1000.
+    """
+    shutil.copytree(rootfs, dest, symlinks=True)
+    dest.chmod(0o755)
+    os.chown(dest / "home/user", 1000, 1000)
+    return dest
+
+
+def status_fields(text: str) -> dict[str, str]:
+    """``Name:\\tvalue`` lines of /proc/PID/status."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key] = value.strip()
+    return out
+
+
+async def run(
+    state_root: Path,
+    cid: str,
+    bundle: Path,
+    *,
+    no_pivot: bool = False,
+    code: int = 0,
+    watch: Sequence[Path] = (),
+) -> str:
+    """Run the bundle's container to its end; its stdout (and stderr, through ``sh``).
+
+    Checks its exit status, and that it left nothing: no state, cgroup or process, and no
+    host mount under its rootfs, its state root or any of ``watch``.
+    """
+    c = Container(cid, bundle, root=state_root, stdout=PIPE, no_pivot=no_pivot)
+    await c.create()
+    pid = c.pid
+    try:
+        await c.start()
+        assert c.stdout is not None
+        out = (await c.stdout.read()).decode()
+        status = await c.wait()
+    except BaseException:
+        await c.delete(force=True)
+        raise
+    await c.delete()
+    assert_no_leftovers(state_root, cid, cgroups_path_of(bundle), pid=pid, rootfs=config_of(bundle)["root"]["path"])
+    for where in watch:
+        assert not mounts_under(where), f"host mounts left under {where}: {mounts_under(where)}"
+    assert status == code, f"exit status {status}, output:\n{out}"
+    return out
 
 
 class ConsoleSocket:

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, config_of, mounts_under
+from helpers import (
+    BundleFactory,
+    assert_no_leftovers,
+    cgroups_path_of,
+    config_of,
+    copy_rootfs,
+    mounts_under,
+    run,
+    sh,
+    status_fields,
+)
 
 from aioruntime import ConfigError, SpawnError
 from aioruntime.container import PIPE, Container
@@ -34,39 +43,12 @@ DEFAULT_CAPS = (1 << 5) | (1 << 10) | (1 << 29)  # CAP_KILL, CAP_NET_BIND_SERVIC
 # --- helpers ----------------------------------------------------------------------------
 
 
-def sh(script: str) -> list[str]:
-    """``sh -c script`` with stderr on stdout, so error messages are part of the output."""
-    return ["sh", "-c", "exec 2>&1\n" + script]
-
-
 def with_mounts(*extra: dict[str, Any]) -> list[dict[str, Any]]:
     """The default spec's mounts, then a tmpfs on /run (an existing directory of the rootfs,
     so mount points made beneath it land in the tmpfs), then ``extra``."""
     mounts: list[dict[str, Any]] = default_spec()["mounts"]
     run = {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m"]}
     return mounts + [run, *extra]
-
-
-def copy_rootfs(rootfs: Path, dest: Path) -> Path:
-    """A private copy of the session's rootfs, for tests that write to it or run as a user.
-
-    Its top is made 0755 (the session's rootfs is a pytest temp dir, 0700, so a non-root
-    user could not even look up /bin in it) and /home/user is given back to user 1000.
-    """
-    shutil.copytree(rootfs, dest, symlinks=True)
-    dest.chmod(0o755)
-    os.chown(dest / "home/user", 1000, 1000)
-    return dest
-
-
-def status_fields(text: str) -> dict[str, str]:
-    """``Name:\\tvalue`` lines of /proc/PID/status."""
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key] = value.strip()
-    return out
 
 
 def mount_line(mounts: str, point: str) -> list[str]:
@@ -89,39 +71,6 @@ def hierarchy_line(proc_cgroup: str, m: CgroupMount) -> str:
         if m.fstype == "cgroup" and controllers and set(controllers.split(",")) <= m.options:
             return path
     raise AssertionError(f"no line for {m.path} in:\n{proc_cgroup}")
-
-
-async def run(
-    state_root: Path,
-    cid: str,
-    bundle: Path,
-    *,
-    no_pivot: bool = False,
-    code: int = 0,
-    watch: Sequence[Path] = (),
-) -> str:
-    """Run the bundle's container to its end; its stdout (and stderr, through ``sh``).
-
-    Checks its exit status, and that it left nothing: no state, cgroup or process, and no
-    host mount under its rootfs, its state root or any of ``watch``.
-    """
-    c = Container(cid, bundle, root=state_root, stdout=PIPE, no_pivot=no_pivot)
-    await c.create()
-    pid = c.pid
-    try:
-        await c.start()
-        assert c.stdout is not None
-        out = (await c.stdout.read()).decode()
-        status = await c.wait()
-    except BaseException:
-        await c.delete(force=True)
-        raise
-    await c.delete()
-    assert_no_leftovers(state_root, cid, cgroups_path_of(bundle), pid=pid, rootfs=config_of(bundle)["root"]["path"])
-    for where in watch:
-        assert not mounts_under(where), f"host mounts left under {where}: {mounts_under(where)}"
-    assert status == code, f"exit status {status}, output:\n{out}"
-    return out
 
 
 @pytest.fixture

@@ -625,6 +625,17 @@ def test_clone_flags_without_network(rootfs: Path) -> None:
     assert p.clone_flags == f["pid"] | f["mount"] | f["uts"]
 
 
+def test_new_network_namespace_brings_lo_up_before_the_user_switch(rootfs: Path) -> None:
+    p = plan_of(rootfs)
+    assert of_type(p, plan.LoopbackUpStep) == [plan.LoopbackUpStep()]
+    assert pivot_at(p) < index(p, plan.LoopbackUpStep) < index(p, UserStep)
+
+
+def test_no_lo_step_in_the_host_network_namespace(rootfs: Path) -> None:
+    p = plan_of(rootfs, linux={"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]})
+    assert not of_type(p, plan.LoopbackUpStep)
+
+
 def test_no_mount_namespace(rootfs: Path) -> None:
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, linux={"namespaces": [{"type": "pid"}, {"type": "uts"}]})
@@ -639,7 +650,7 @@ def test_namespace_path_is_not_supported_yet(rootfs: Path) -> None:
 
 
 def test_unsupported_namespace_type(rootfs: Path) -> None:
-    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "user"}]
+    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "time"}]
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, linux={"namespaces": namespaces})
     assert e.value.path == f"linux.namespaces[{len(namespaces) - 1}].type"
@@ -769,3 +780,12 @@ def test_encode_refuses_nul_bytes(rootfs: Path) -> None:
     p = Plan((HostnameStep("a\0b"),), 0, str(rootfs))
     with pytest.raises(ConfigError):
         encode(p, ops_in_header(), 40)
+
+
+def test_go_comes_before_the_process_settings_without_a_cgroup_mount(rootfs: Path) -> None:
+    # joining and unsharing the cgroup namespace need the privileges the user switch drops
+    mounts = [m for m in default_spec()["mounts"] if m["type"] != "cgroup"]
+    p = plan_of(rootfs, cgroups=CGROUPS, mounts=mounts)
+    go = next(i for i, s in enumerate(p.steps) if isinstance(s, WaitGoStep))
+    first_process_step = next(i for i, s in enumerate(p.steps) if isinstance(s, (RlimitStep, ChdirStep, UserStep)))
+    assert go < first_process_step

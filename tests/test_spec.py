@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from aioruntime.errors import ConfigError
+from aioruntime.spec.resources import DeviceRule, Resources
 from aioruntime.spec import (
     Capabilities,
     ConsoleSize,
@@ -119,7 +120,7 @@ def test_default_spec_model() -> None:
     assert [ns.type for ns in spec.linux.namespaces] == ["pid", "network", "ipc", "uts", "mount"]
     assert spec.linux.namespace("uts") == Namespace("uts")
     assert spec.linux.namespace("user") is None
-    assert spec.linux.resources == {"devices": [{"allow": False, "access": "rwm"}]}
+    assert spec.linux.resources == Resources(devices=(DeviceRule(allow=False, type="a", access="rwm"),))
     assert spec.linux.masked_paths[0] == "/proc/acpi"
     assert spec.linux.readonly_paths[-1] == "/proc/sysrq-trigger"
     assert spec.annotations == {} and spec.linux.sysctl == {}

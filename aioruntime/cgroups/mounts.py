@@ -75,3 +75,54 @@ def own_cgroups() -> dict[tuple[str, ...], str]:
 
 def key(h: Hierarchy) -> tuple[str, ...]:
     return tuple(sorted(h.controllers)) if h.version == 1 else ("",)
+
+
+class Place(NamedTuple):
+    """Where a controller is used: a v1 hierarchy, or the unified (v2) one."""
+
+    version: int
+    mountpoint: str
+
+
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
+               "net_cls", "net_prio", "rdma", "misc")
+V2_NAMES = {"blkio": "io"}
+"""v1 controller names whose v2 counterpart is named differently."""
+V2_BUILTIN = frozenset({"cpuacct", "devices", "freezer"})
+"""Served on cgroup2 without a controller: cpu.stat, a BPF device program, cgroup.freeze."""
+
+
+def unified() -> Hierarchy | None:
+    return next((h for h in hierarchies() if h.version == 2), None)
+
+
+@functools.cache
+def controllers() -> dict[str, Place]:
+    """Each available controller and where it is: the v1 hierarchy that holds it, else the
+    unified hierarchy when its top delegates it to the cgroups below. This covers pure v1,
+    pure v2 and hybrid layouts. A controller the top of the unified hierarchy only offers
+    (cgroup.controllers) is left alone: enabling it there would change every cgroup of the
+    host, which is the administrator's decision, not a container's."""
+    places: dict[str, Place] = {}
+    for h in hierarchies():
+        for c in h.controllers:
+            if h.version == 1 and c in CONTROLLERS:
+                places[c] = Place(1, h.mountpoint)
+    v2 = unified()
+    if v2 is not None:
+        try:
+            with open(f"{v2.mountpoint}/cgroup.subtree_control") as f:
+                offered = set(f.read().split())
+        except OSError:
+            offered = set()
+        for c in CONTROLLERS:
+            if c not in places and (c in V2_BUILTIN or V2_NAMES.get(c, c) in offered):
+                places[c] = Place(2, v2.mountpoint)
+    return places
+
+
+def refresh() -> None:
+    """Forget what was read about the mounts: after the cgroup layout was changed (tests do)."""
+    hierarchies.cache_clear()
+    own_cgroups.cache_clear()
+    controllers.cache_clear()

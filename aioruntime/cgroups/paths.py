@@ -1,8 +1,8 @@
 """A container's cgroup: resolve ``linux.cgroupsPath``, create, kill, remove.
 
-Resource limits come with a later manager; this is the part every container needs:
-the init joins its cgroup in every mounted hierarchy (a step of its plan) before it runs
-anything, and delete removes exactly the directories create made.
+This is the part every container needs: the init joins its cgroup in every mounted
+hierarchy (a step of its plan) before it runs anything, and delete removes exactly the
+directories create made. Limits are ``resources.py``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import CgroupError
-from .mounts import Hierarchy, hierarchies, key, own_cgroups
+from .mounts import V2_BUILTIN, V2_NAMES, Hierarchy, controllers, hierarchies, key, own_cgroups
 
 
 def resolve(cgroups_path: str | None, container_id: str) -> dict[str, str]:
@@ -76,10 +76,35 @@ def _mkdirs(path: str, top: str, made: list[str]) -> None:
     made.append(path)
 
 
+def _enable_v2_controllers(mountpoint: str, path: str) -> None:
+    """Enable the controllers placed on cgroup2 in each cgroup below the mount's top down
+    to ``path``'s parent: a cgroup2 controller acts on a cgroup only when its parent
+    delegates it (``cgroup.subtree_control``). The top's delegation is left as it is."""
+    wanted = {V2_NAMES.get(c, c) for c, p in controllers().items() if p.version == 2 and c not in V2_BUILTIN}
+    rel = posixpath.relpath(posixpath.dirname(path), mountpoint)
+    if not wanted or rel == ".":
+        return
+    d = mountpoint
+    for part in rel.split("/"):
+        d = posixpath.join(d, part)
+        with open(posixpath.join(d, "cgroup.controllers")) as f:
+            offered = set(f.read().split())
+        with open(posixpath.join(d, "cgroup.subtree_control")) as f:
+            missing = (wanted & offered) - set(f.read().split())
+        if missing:
+            try:
+                with open(posixpath.join(d, "cgroup.subtree_control"), "w") as f:
+                    f.write(" ".join("+" + c for c in sorted(missing)))
+            except OSError as e:
+                hint = ": it holds processes (cgroup2 allows controllers only above leaves)" if e.errno == errno.EBUSY else ""
+                raise CgroupError(f"cannot enable {' '.join(sorted(missing))} in {d}: {e.strerror}{hint}") from e
+
+
 def create(paths: dict[str, str]) -> list[str]:
     """mkdir -p each path; return the directories made, parents first, for ``remove``."""
     made: list[str] = []
     cpuset = {h.mountpoint for h in hierarchies() if "cpuset" in h.controllers}
+    v2 = {h.mountpoint for h in hierarchies() if h.version == 2}
     try:
         for mountpoint, path in paths.items():
             first = len(made)
@@ -87,9 +112,14 @@ def create(paths: dict[str, str]) -> list[str]:
             if mountpoint in cpuset:
                 for d in made[first:]:
                     _copy_cpuset(d)
+            if mountpoint in v2:
+                _enable_v2_controllers(mountpoint, path)
     except OSError as e:
         remove(made)
         raise CgroupError(f"cannot create cgroup {e.filename}: {e.strerror}") from e
+    except CgroupError:
+        remove(made)
+        raise
     return made
 
 

@@ -156,11 +156,18 @@ def cmd_run(p: Parsed, store: Store) -> int:
         raise
     if p.flags["detach"]:
         return 0
+    assert creation.console is not None
+    return _foreground(store, cid, creation.pidfd, creation.console.master, keep=bool(p.flags["keep"]))
+
+
+def _foreground(store: Store, cid: str, pidfd: int, master: int = -1, *, keep: bool) -> int:
+    """Wait for our child init (relaying its terminal, forwarding signals); delete it unless
+    ``keep``; its status as runc exits with it."""
+    from ..ops import lifecycle
     from .foreground import wait
 
-    assert creation.console is not None
-    code = wait(creation.pidfd, creation.console.master)
-    if not p.flags["keep"]:
+    code = wait(pidfd, master)
+    if not keep:
         lifecycle.delete(store, cid, force=True)
     return code
 
@@ -338,6 +345,226 @@ def cmd_spec(p: Parsed, store: Store) -> int:
     return 0
 
 
+def _ram_bytes(flag: str, text: str) -> int:
+    """runc's (go-units RAMInBytes) sizes: 1024-based, "64m", "1.5g", "100MiB"; -1 is unlimited."""
+    import re
+
+    if text == "-1":
+        return -1
+    m = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kmgtp])?i?b?", text.lower())
+    if m is None:
+        raise UsageError(f"invalid value for {flag}: invalid size: '{text}'")
+    return int(float(m.group(1)) * 1024 ** " kmgtp".index(m.group(2) or " "))
+
+
+def _integer(flag: str, text: str, unsigned: bool) -> int:
+    if text.isdigit() or (not unsigned and text[:1] == "-" and text[1:].isdigit()):
+        return int(text)
+    parser = "ParseUint" if unsigned else "ParseInt"
+    raise UsageError(f'invalid value for {flag}: strconv.{parser}: parsing "{text}": invalid syntax')
+
+
+def _update_document(f: Mapping[str, Value]) -> dict[str, Any]:
+    """``runc update``'s single-value flags as a resources document (unset flags left out)."""
+    doc: dict[str, dict[str, Any]] = {"memory": {}, "cpu": {}, "blockIO": {}, "pids": {}}
+    for flag, section, key, convert in (
+        ("memory", "memory", "limit", _ram_bytes),
+        ("memory_swap", "memory", "swap", _ram_bytes),
+        ("memory_reservation", "memory", "reservation", _ram_bytes),
+        ("kernel_memory", "memory", "kernel", _ram_bytes),
+        ("kernel_memory_tcp", "memory", "kernelTCP", _ram_bytes),
+        ("cpu_share", "cpu", "shares", lambda n, t: _integer(n, t, True)),
+        ("cpu_period", "cpu", "period", lambda n, t: _integer(n, t, True)),
+        ("cpu_quota", "cpu", "quota", lambda n, t: _integer(n, t, False)),
+        ("cpu_rt_period", "cpu", "realtimePeriod", lambda n, t: _integer(n, t, True)),
+        ("cpu_rt_runtime", "cpu", "realtimeRuntime", lambda n, t: _integer(n, t, False)),
+        ("blkio_weight", "blockIO", "weight", lambda n, t: _integer(n, t, True)),
+        ("pids_limit", "pids", "limit", lambda n, t: _integer(n, t, False)),
+    ):
+        value = f[flag]
+        if isinstance(value, str) and value:
+            doc[section][key] = convert(flag.replace("_", "-"), value)
+    for flag, key in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
+        if isinstance(f[flag], str):
+            doc["cpu"][key] = f[flag]
+    return {k: v for k, v in doc.items() if v}
+
+
+def cmd_update(p: Parsed, store: Store) -> int:
+    from ..ops import update as updating
+    from ..spec.resources import parse_resources
+
+    source = p.flags["resources"]
+    if isinstance(source, str):  # as runc: then the other flags are ignored
+        try:
+            with (os.fdopen(os.dup(0)) if source == "-" else open(source)) as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise AioRuntimeError(f"{source}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        change = parse_resources(doc)
+    else:
+        change = parse_resources(_update_document(p.flags))
+    updating.update(store, _str(p.args, "id"), change)
+    return 0
+
+
+def _freeze_command(p: Parsed, store: Store) -> int:
+    """pause and resume, with runc's words when the status does not allow them."""
+    from ..errors import InvalidStateError
+    from ..ops import freeze
+
+    pause = p.command == "pause"
+    try:
+        (freeze.pause if pause else freeze.resume)(store, _str(p.args, "id"))
+    except InvalidStateError:
+        raise AioRuntimeError("container not running" if pause else "container not paused") from None
+    return 0
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """A Go duration ("5s", "1m30s", "500ms") in seconds, as runc's --interval takes it."""
+    import re
+
+    parts = re.findall(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", text.lstrip("+-"))
+    if text == "0":
+        return 0.0
+    if not parts or "".join(n + u for n, u in parts) != text.lstrip("+-"):
+        raise UsageError(f'invalid value "{text}" for flag -interval: parse error')
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+def cmd_events(p: Parsed, store: Store) -> int:
+    """runc's events: NDJSON stats every --interval and OOM events as they come, until the
+    container is deleted; --stats prints one stats event. A plain poll over the OOM and
+    state-directory descriptors, with the next stats tick as its timeout."""
+    import select
+
+    from ..cgroups.notify import IN_DELETE_SELF, Inotify, OomWatch
+    from ..cgroups.placement import locate
+    from ..cgroups.stats import StatsReader
+    from ..ops import lifecycle
+    from ..stats import to_runc
+    from ..status import Status
+
+    cid = _str(p.args, "id")
+    interval = _duration(_str(p.flags, "interval"))
+    if interval <= 0:
+        raise AioRuntimeError("duration interval must be greater than 0")
+    state = store.load(cid)
+    if lifecycle.status_of(store, state) is Status.STOPPED:
+        raise AioRuntimeError(f"container with id {cid} is not running")
+    cg = locate(state.cgroup_paths)
+
+    def emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    with StatsReader(cg, state.pid) as reader:
+        if p.flags["stats"]:
+            emit({"type": "stats", "id": cid, "data": to_runc(reader.read())})
+            return 0
+        directory = Inotify()
+        oom = OomWatch(cg) if cg.has("memory") else None
+        try:
+            directory.watch(store.dir(cid), IN_DELETE_SELF)
+            poller = select.poll()
+            poller.register(directory.fd, select.POLLIN)
+            if oom is not None:
+                poller.register(oom.fd, select.POLLIN)
+            due = time.monotonic() + interval
+            while True:
+                for fd, _ in poller.poll(max(due - time.monotonic(), 0) * 1000):
+                    if oom is not None and fd == oom.fd:
+                        for _ in range(oom.read()):
+                            emit({"type": "oom", "id": cid})
+                        if oom.gone:
+                            poller.unregister(oom.fd)
+                    elif directory.read():
+                        return 0  # the container was deleted
+                if time.monotonic() >= due:
+                    due = max(due + interval, time.monotonic())
+                    try:
+                        emit({"type": "stats", "id": cid, "data": to_runc(reader.read())})
+                    except OSError:
+                        pass  # the cgroup was removed: the state directory's deletion follows
+        finally:
+            directory.close()
+            if oom is not None:
+                oom.close()
+
+
+def _path(values: Mapping[str, Value], name: str) -> str | None:
+    value = values[name]
+    return os.path.abspath(value) if isinstance(value, str) and value else None
+
+
+def _criu(p: Parsed) -> str | None:
+    value = p.globals["criu"]
+    return value if isinstance(value, str) else None
+
+
+def cmd_checkpoint(p: Parsed, store: Store) -> int:
+    from ..criu.swrk import blocking
+    from ..ops import lifecycle
+    from ..ops.checkpoint import CheckpointOptions, checkpoint
+
+    cid, f = _str(p.args, "id"), p.flags
+    image_path = _path(f, "image_path")
+    if image_path is None:
+        raise UsageError("checkpoint: --image-path must not be empty")
+    options = CheckpointOptions(
+        image_path,
+        _path(f, "work_path"),
+        leave_running=bool(f["leave_running"]),
+        tcp_established=bool(f["tcp_established"]),
+        ext_unix_sk=bool(f["ext_unix_sk"]),
+        shell_job=bool(f["shell_job"]),
+        file_locks=bool(f["file_locks"]),
+        pre_dump=bool(f["pre_dump"]),
+        parent_path=f["parent_path"] if isinstance(f["parent_path"], str) else None,
+        manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
+    )
+    if blocking(checkpoint(store, cid, options, criu=_criu(p))):
+        lifecycle.delete(store, cid, force=True)  # as runc: the images are what is left
+    return 0
+
+
+def cmd_restore(p: Parsed, store: Store) -> int:
+    """Restore with our stdio as the init's; the init is our child (CRIU's rst_sibling), so
+    without -d we wait for it like ``run``, and with -d our caller's subreaper gets it."""
+    from ..criu.swrk import blocking
+    from ..ops import lifecycle
+    from ..ops.restore import RestoreOptions, restore
+
+    cid, f = _str(p.args, "id"), p.flags
+    image_path = _path(f, "image_path")
+    if image_path is None:
+        raise UsageError("restore: --image-path must not be empty")
+    options = RestoreOptions(
+        image_path,
+        _path(f, "work_path"),
+        tcp_established=bool(f["tcp_established"]),
+        ext_unix_sk=bool(f["ext_unix_sk"]),
+        shell_job=bool(f["shell_job"]),
+        file_locks=bool(f["file_locks"]),
+        manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
+    )
+    restored = blocking(restore(store, cid, _str(f, "bundle"), options, criu=_criu(p)))
+    if isinstance(f["pid_file"], str):
+        try:
+            _write_pid_file(f["pid_file"], restored.state.pid)
+        except OSError:
+            lifecycle.delete(store, cid, force=True)
+            raise
+    if f["detach"]:
+        return 0
+    return _foreground(store, cid, restored.pidfd, keep=False)
+
+
 HELP = Flag(("help", "h"), None, "show help")
 GLOBAL_FLAGS = (
     Flag(("root",), "DIR", "root directory for container state", DEFAULT_ROOT),
@@ -346,7 +573,7 @@ GLOBAL_FLAGS = (
     Flag(("debug",), None, "accepted for runc compatibility", False),
     Flag(("systemd-cgroup",), None, "accepted; cgroupfs paths are used", False),
     Flag(("rootless",), "auto", "accepted for runc compatibility", "auto"),
-    Flag(("criu",), "PATH", "path to criu (checkpoint/restore)", "criu"),
+    Flag(("criu",), "PATH", "path to criu (checkpoint/restore; default $AIORUNTIME_CRIU, else criu on PATH)"),
     Flag(("version", "v"), None, "print the version", False),
     HELP,
 )
@@ -426,8 +653,76 @@ COMMANDS: dict[str, Command] = {
         ),
         (),
     ),
+    "update": Command(
+        "change the resource limits of a container",
+        (
+            Flag(("resources", "r"), "FILE", "a linux.resources JSON document ('-': stdin); other flags are then ignored"),
+            Flag(("memory",), "BYTES", "memory limit (64m, 1g, -1 for none)"),
+            Flag(("memory-swap",), "BYTES", "memory+swap limit; -1 for unlimited swap"),
+            Flag(("memory-reservation",), "BYTES", "memory soft limit"),
+            Flag(("kernel-memory",), "BYTES", "kernel memory limit (refused by kernels that ignore it)"),
+            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit"),
+            Flag(("cpu-share", "cpu-shares"), "N", "CPU shares (relative weight)"),
+            Flag(("cpu-period",), "USECS", "CFS period"),
+            Flag(("cpu-quota",), "USECS", "CFS quota per period; -1 for none"),
+            Flag(("cpu-rt-period",), "USECS", "realtime period"),
+            Flag(("cpu-rt-runtime",), "USECS", "realtime runtime per period"),
+            Flag(("cpuset-cpus",), "LIST", "CPUs to run on (0-3,6)"),
+            Flag(("cpuset-mems",), "LIST", "memory nodes to use"),
+            Flag(("pids-limit",), "N", "maximum number of tasks; -1 for none"),
+            Flag(("blkio-weight",), "N", "block IO weight, 10 to 1000"),
+            HELP,
+        ),
+        _ID,
+    ),
+    "pause": Command("freeze every process of a container", (HELP,), _ID),
+    "resume": Command("thaw the processes of a paused container", (HELP,), _ID),
+    "events": Command(
+        "print OOM events and statistics (NDJSON) until the container is deleted",
+        (
+            Flag(("interval",), "DURATION", "statistics interval (Go syntax: 5s, 500ms)", "5s"),
+            Flag(("stats",), None, "print the statistics once and exit", False),
+            HELP,
+        ),
+        _ID,
+    ),
 }
+_CRIU_FLAGS = (
+    Flag(("image-path",), "DIR", "directory of CRIU's images", "checkpoint"),
+    Flag(("work-path",), "DIR", "directory for CRIU's log and work files (default: the image path)"),
+    Flag(("tcp-established",), None, "allow open TCP connections", False),
+    Flag(("ext-unix-sk",), None, "allow external unix sockets", False),
+    Flag(("shell-job",), None, "allow a shell job (a terminal from outside)", False),
+    Flag(("file-locks",), None, "handle file locks", False),
+    Flag(("manage-cgroups-mode",), "MODE", "cgroups mode of CRIU: soft, full, strict or ignore"),
+)
+COMMANDS["checkpoint"] = Command(
+    "checkpoint a running container with CRIU (and delete it, unless --leave-running)",
+    _CRIU_FLAGS
+    + (
+        Flag(("leave-running",), None, "leave the processes running after checkpointing", False),
+        Flag(("pre-dump",), None, "dump memory only, to build a later checkpoint on", False),
+        Flag(("parent-path",), "DIR", "a pre-dump's images, relative to --image-path"),
+        HELP,
+    ),
+    _ID,
+)
+COMMANDS["restore"] = Command(
+    "restore a container from a checkpoint; wait for it unless -d",
+    _CRIU_FLAGS
+    + (
+        Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
+        Flag(("detach", "d"), None, "leave the container running and return", False),
+        Flag(("pid-file",), "FILE", "write the init's pid to this file"),
+        Flag(("no-subreaper",), None, "accepted; the restored init is this process's child anyway", False),
+        Flag(("no-pivot",), None, "accepted; CRIU restores the root itself", False),
+        HELP,
+    ),
+    _ID,
+)
 HANDLERS: dict[str, Handler] = {
+    "checkpoint": cmd_checkpoint,
+    "restore": cmd_restore,
     "create": cmd_create,
     "start": cmd_start,
     "run": cmd_run,
@@ -438,6 +733,10 @@ HANDLERS: dict[str, Handler] = {
     "delete": cmd_delete,
     "list": cmd_list,
     "spec": cmd_spec,
+    "update": cmd_update,
+    "pause": _freeze_command,
+    "resume": _freeze_command,
+    "events": cmd_events,
 }
 
 

@@ -16,6 +16,8 @@ from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
 from ..cgroups.mounts import hierarchies
+from ..cgroups.resources import apply_config
+from ..errors import CgroupError
 from ..spec import Spec, load
 from ..state import State, Store, check_id
 from ..status import process_start_time
@@ -67,11 +69,12 @@ class Creation:
         self._dir_fd = -1
 
     def begin(self) -> int:
-        """Validate, reserve the id, make cgroups and spawn the init; return the fd to wait on."""
+        """Validate, reserve the id, make and limit the cgroups, spawn the init; return the fd to wait on."""
         spec = self.spec or load(self.bundle)
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
-        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot)
+        rootless = os.geteuid() != 0
+        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot, rootless=rootless)
         assert spec.process is not None  # build() checked
         self.console = Console(spec.process, self.console_socket)
         try:
@@ -87,17 +90,36 @@ class Creation:
                 cgroup_paths=paths,
                 annotations=dict(spec.annotations),
             )
+            if rootless:
+                plan = self._rootless_cgroups(spec, plan)
+                apply_config(spec, self.state.cgroup_paths, rootless=True)
             # the init builds its rootfs while we make its cgroups; at go it joins them
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
             )
-            self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
+            if plan.clone_flags & planning.CLONE_NEWUSER:
+                spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
+            if not rootless:
+                self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
+                apply_config(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
-            spawn.go(self.init)
+            spawn.go(self.init, plan)
         except BaseException:
             self.abort()
             raise
         return self.init.sync
+
+    def _rootless_cgroups(self, spec: Spec, plan: planning.Plan) -> planning.Plan:
+        """An unprivileged runtime uses its cgroups where it may make them (a delegated
+        subtree), and goes without them, as runc does, where it may not."""
+        assert self.state is not None
+        try:
+            made = tuple(cgroups.create(self.state.cgroup_paths))
+        except CgroupError:
+            self.state = self.state._replace(cgroup_paths={})
+            return planning.build(spec, bundle=self.bundle, no_pivot=self.no_pivot, rootless=True)
+        self.state = self.state._replace(cgroups_made=made)
+        return plan
 
     def finish(self) -> State:
         """Read the init's report (the fd from ``begin()`` is readable); save the created state.

@@ -19,7 +19,7 @@ from .. import plan as planning
 from .. import spawn
 from ..cgroups.mounts import hierarchies
 from ..errors import ConfigError, InvalidStateError
-from ..spec import Process
+from ..spec import Process, Spec
 from ..state import Store, check_id
 from ..status import Status, require
 from .console import Console
@@ -126,11 +126,12 @@ class Execution:
                     v2 = {h.mountpoint for h in hierarchies() if h.version == 2}
                     plan = planning.build_exec(
                         self.process,
-                        namespaces=[ns["type"] for ns in state.config.get("linux", {}).get("namespaces", ())],
+                        linux=Spec.from_dict(state.config).linux,
                         rootfs=state.rootfs,
                         init_pid=state.pid,
                         cgroup1=[d for mp, d in state.cgroup_paths.items() if mp not in v2],
                         cgroup2=next((d for mp, d in state.cgroup_paths.items() if mp in v2), ""),
+                        rootless=os.geteuid() != 0,
                     )
                     self.child = spawn.exec_(plan, stdio=self.stdio, preserve_fds=self.preserve_fds)
                     # the namespaces were opened by pid: the init still there shows they were its own

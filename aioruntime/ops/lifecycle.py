@@ -7,16 +7,19 @@ import select
 import signal
 from typing import Any
 
+from ..cgroups import freezer
 from ..cgroups import paths as cgroups
+from ..cgroups.placement import locate
 from ..errors import AioRuntimeError, ContainerNotFoundError
 from ..state import State, Store
-from ..status import Status, current, process_start_time, require
+from ..status import Freezer, Status, current, process_start_time, require
 
 OCI_VERSION = "1.0.2-dev"
 
 
 def status_of(store: Store, state: State) -> Status:
-    return current(state.pid, state.pid_start, store.fifo(state.id))
+    frozen = freezer.state(locate(state.cgroup_paths)) if state.pid else Freezer.THAWED
+    return current(state.pid, state.pid_start, store.fifo(state.id), frozen)
 
 
 def oci_state(store: Store, state: State, status: Status | None = None) -> dict[str, Any]:
@@ -89,14 +92,24 @@ def kill(store: Store, container_id: str, sig: int, *, all_processes: bool = Fal
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            return
-        pidfd = init_pidfd(state)
-        if pidfd is None:
-            raise AioRuntimeError("container not running")
-        try:
-            signal.pidfd_send_signal(pidfd, sig)
-        finally:
-            os.close(pidfd)
+        else:
+            pidfd = init_pidfd(state)
+            if pidfd is None:
+                raise AioRuntimeError("container not running")
+            try:
+                signal.pidfd_send_signal(pidfd, sig)
+            finally:
+                os.close(pidfd)
+        if sig == signal.SIGKILL:
+            _thaw(state)
+
+
+def _thaw(state: State) -> None:
+    """A process frozen by the cgroup v1 freezer does not die of SIGKILL until thawed (as
+    runc, thaw after the kill: the signal is pending, so nothing of the user's runs again)."""
+    cg = locate(state.cgroup_paths)
+    if freezer.state(cg) is not Freezer.THAWED:
+        freezer.thaw(cg)
 
 
 def processes(store: Store, container_id: str) -> list[int]:
@@ -107,7 +120,8 @@ def processes(store: Store, container_id: str) -> list[int]:
 def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int | None:
     """Kill what is left of the container; return a pidfd to wait on before ``delete_finish``.
 
-    Without ``force`` only a created (never started) or stopped container is deleted.
+    Without ``force`` only a created (never started) or stopped container is deleted; with
+    it a paused one is killed and then thawed, so its processes die.
     """
     with store.lock(container_id):
         try:
@@ -125,11 +139,12 @@ def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int
             except ProcessLookupError:
                 pass
         cgroups.kill_all(state.cgroup_paths)
+        _thaw(state)
         return pidfd
 
 
 def delete_finish(store: Store, container_id: str) -> None:
-    """Remove the container's cgroups and state directory (its processes are gone)."""
+    """Remove the container's cgroups, network endpoints and state directory (its processes are gone)."""
     with store.lock(container_id):
         try:
             state = store.load(container_id)
@@ -138,6 +153,11 @@ def delete_finish(store: Store, container_id: str) -> None:
         if state is not None:
             cgroups.kill_all(state.cgroup_paths)  # anything that slipped in since delete_begin
             cgroups.remove(state.cgroups_made)
+        # networking: its address, veth pair and nft rules; before the state goes, so that
+        # a failure here leaves the container for another delete to finish
+        from ..network.release import release_container
+
+        release_container(store.root, container_id)
         store.remove(container_id)
 
 

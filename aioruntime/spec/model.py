@@ -3,9 +3,9 @@
 NamedTuple, not dataclasses: the CLI imports this on every create, and dataclasses cost
 ten times as much to import and define.
 
-Only what the runtime acts on is modelled; sections owned by other layers (cgroup
-resources, seccomp, ...) stay raw mappings, and ``Spec.raw`` keeps the whole document
-so extensions and unknown keys round-trip untouched.
+Only what the runtime acts on is modelled (cgroup resources in ``resources.py``); sections
+owned by other layers (seccomp, ...) stay raw mappings, and ``Spec.raw`` keeps the whole
+document so extensions and unknown keys round-trip untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from .resources import Resources
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -132,7 +133,7 @@ class Linux(NamedTuple):
     gid_mappings: tuple[IDMapping, ...] = ()
     devices: tuple[Device, ...] = ()
     cgroups_path: str | None = None
-    resources: Mapping[str, Any] | None = None
+    resources: Resources | None = None
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     rootfs_propagation: str | None = None

@@ -43,6 +43,7 @@ from .model import (
     User,
 )
 from .names import CAPABILITIES, DEVICE_TYPES, NAMESPACE_TYPES, RLIMITS, ROOTFS_PROPAGATIONS
+from .resources import config_resources
 
 _c_strings = list_of(c_string, "strings")
 _paths = list_of(abs_path, "absolute paths")
@@ -222,7 +223,7 @@ def _linux(value: Any, path: str) -> Linux:
         gid_mappings=n.get("gidMappings", mappings, ()),
         devices=n.get("devices", list_of(_device, "device objects"), ()),
         cgroups_path=n.get("cgroupsPath", string, None),
-        resources=n.get("resources", raw_object, None),
+        resources=n.get("resources", config_resources, None),
         masked_paths=n.get("maskedPaths", _paths, ()),
         readonly_paths=n.get("readonlyPaths", _paths, ()),
         rootfs_propagation=n.get("rootfsPropagation", _propagation, None) or None,
