@@ -26,6 +26,7 @@ from aioruntime import (
     SpawnError,
 )
 from aioruntime.spec import Process as ProcessSpec
+from test_security import HOST_ROOT, USERNS, userns_rootfs  # noqa: F401 - a fixture
 
 SLEEP = ["sleep", "1000"]
 CAP_SYS_ADMIN = 1 << 21
@@ -182,6 +183,25 @@ async def test_joins_every_namespace_of_the_container(bundle: BundleFactory, sta
         finally:
             await p.signal(signal.SIGKILL)
             assert await p.wait() == -signal.SIGKILL
+
+
+async def test_joins_a_user_namespace(bundle: BundleFactory, state_root: Path, cid: str, userns_rootfs: Path) -> None:
+    b = bundle(SLEEP, root={"path": str(userns_rootfs), "readonly": False}, linux=USERNS)
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        assert c.pid is not None
+        p = await c.exec(SLEEP)
+        try:
+            for name in ("user", *JOINED):
+                assert ns_of(p.pid, name) == ns_of(c.pid, name), name
+            assert status_field(p.pid, "Uid").split()[0] == str(HOST_ROOT)  # its root is no host root
+            assert Path(f"/proc/{p.pid}/cgroup").read_text() == Path(f"/proc/{c.pid}/cgroup").read_text()
+            q = await c.exec(SLEEP, user="1000:1000")
+            assert status_field(q.pid, "Uid").split()[0] == str(HOST_ROOT + 1000)  # mapped as the init's
+            await q.signal(signal.SIGKILL)
+            await q.wait()
+        finally:
+            await p.signal(signal.SIGKILL)
+            await p.wait()
 
 
 async def test_shares_the_namespaces_the_config_does_not_list(
