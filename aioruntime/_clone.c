@@ -795,6 +795,21 @@ static void arrange_fds(struct child *c)
     syscall(SYS_close_range, c->sync_fd + 1 + (c->dir_fd >= 0), ~0U, 0);
 }
 
+/* exec: what the process does itself of joining the container, first thing. The v1
+ * hierarchies are joined through "tasks" with "0": moving the calling thread alone, the
+ * kernel skips the global threadgroup lock whose first write after a quiet spell waits for
+ * an RCU grace period (10-25 ms), as a write to cgroup.procs does. The cgroup namespace
+ * comes after the cgroup2 placement (CLONE_INTO_CGROUP), which must be checked against the
+ * caller's cgroup namespace. */
+static void join_rest(struct child *c, const struct aio_join *j)
+{
+    if (j->cgroupns_fd >= 0 && setns(j->cgroupns_fd, CLONE_NEWCGROUP) < 0)
+        fail(c, "setns", "cgroup", errno);
+    for (int i = 0; i < j->n_tasks; i++)
+        if (write(j->tasks_fds[i], "0", 1) != 1)
+            fail(c, "join cgroup", j->tasks_paths[i], errno);
+}
+
 static void reset_signals(void)
 {
     struct sigaction sa;
@@ -824,12 +839,8 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
      * namespace only once the parent (maybe unprivileged) has written our id maps */
     if (!(args->clone_flags & CLONE_NEWUSER))
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    /* exec: join the container's cgroups first, through fds the parent opened (the host paths
-     * do not resolve in the container's mount namespace); any wait the kernel makes on the
-     * migration is ours, not the parent's */
-    for (int i = 0; join && i < join->n_cgroups; i++)
-        if (write(join->cgroup_fds[i], "0", 1) != 1)
-            fail(&c, "join cgroup", join->cgroup_paths[i], errno);
+    if (join)
+        join_rest(&c, join);
     arrange_fds(&c);
     if (setsid() < 0)
         fail(&c, "setsid", "", errno);
@@ -925,6 +936,7 @@ struct exec_ctx {
     const struct aio_spawn_args *args;
     const struct aio_join *join;
     struct aio_error *err;
+    char *child_stack;
     int pidfd;
     long pid;
 };
@@ -938,7 +950,6 @@ static const char *ns_name(int type)
     case CLONE_NEWNET: return "net";
     case CLONE_NEWPID: return "pid";
     case CLONE_NEWNS: return "mnt";
-    case CLONE_NEWCGROUP: return "cgroup";
     default: return "?";
     }
 }
@@ -952,11 +963,78 @@ static int join_failed(struct exec_ctx *x, const char *step, const char *path, i
     return 1;
 }
 
+static int exec_child(void *arg)
+{
+    struct exec_ctx *x = arg;
+    child_main(x->args, x->join);
+    return AIO_EXIT_SETUP_FAILED;
+}
+
+#define EXEC_STACK (64 << 10)   /* the intermediate's */
+#define CHILD_STACK (512 << 10) /* the process's, until execve: child_main wants ~120 KiB */
+
+#if defined(__x86_64__) || defined(__aarch64__)
+/* clone3() that runs fn(arg) in the child on the stack the args give, as glibc's internal
+ * __clone3 does (glibc exports no clone3): a raw clone3 with CLONE_VM would return into the
+ * caller's frames on the new stack. Returns the child's pid or -errno. */
+__attribute__((visibility("hidden"))) long aio_clone3_call(struct clone_args *args, size_t size, int (*fn)(void *),
+                                                         void *arg);
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl aio_clone3_call\n"
+        ".hidden aio_clone3_call\n"
+        ".type aio_clone3_call,@function\n"
+        "aio_clone3_call:\n"
+        "    mov %rdx, %r9\n" /* fn and arg in registers the syscall keeps */
+        "    mov %rcx, %r8\n"
+        "    mov $" STR(SYS_clone3) ", %eax\n"
+        "    syscall\n"
+        "    test %rax, %rax\n"
+        "    jz 1f\n"
+        "    ret\n"
+        "1:  xor %ebp, %ebp\n"
+        "    and $-16, %rsp\n"
+        "    mov %r8, %rdi\n"
+        "    call *%r9\n"
+        "    mov %eax, %edi\n"
+        "    mov $" STR(SYS_exit) ", %eax\n"
+        "    syscall\n"
+        "    hlt\n"
+        ".size aio_clone3_call, .-aio_clone3_call\n");
+#else
+__asm__(".text\n"
+        ".globl aio_clone3_call\n"
+        ".hidden aio_clone3_call\n"
+        ".type aio_clone3_call,%function\n"
+        "aio_clone3_call:\n"
+        "    mov x8, #" STR(SYS_clone3) "\n"
+        "    svc #0\n"
+        "    cbz x0, 1f\n"
+        "    ret\n"
+        "1:  mov x29, #0\n"
+        "    mov x0, x3\n"
+        "    blr x2\n"
+        "    mov x8, #" STR(SYS_exit) "\n"
+        "    svc #0\n"
+        "    brk #0\n"
+        ".size aio_clone3_call, .-aio_clone3_call\n");
+#endif
+#define SHARES_MEMORY 1
+#else
+#define SHARES_MEMORY 0
+#endif
+
 /* The intermediate of an exec. It runs vfork-style (the caller's memory and fd table, the
- * caller's thread suspended, all signals blocked) so it costs no copy of the caller and has
- * nothing to report but through ``x``: it enters the namespaces in the given order and
- * clone3s the process with CLONE_PARENT, so that the process is the caller's child (pidfd,
- * reaped by the caller) and lands in the container's pid namespace, then exits. */
+ * caller's thread suspended, all signals blocked) so it costs no copy of the caller, and has
+ * nothing to report but through ``x``. It enters the namespaces in the given order and the
+ * init's root, and clones the process with CLONE_PARENT, so that the process is the caller's
+ * child (pidfd, reaped by the caller) in the container's pid namespace, straight into the
+ * container's cgroup2 cgroup. The process runs vfork-style too where the architecture allows
+ * (x86-64, arm64): its setup waits on nothing unbounded (see join_rest), so the caller is
+ * suspended for a fraction of a millisecond, until the process execs, as posix_spawn does;
+ * elsewhere it is a plain fork of the caller. */
 static int exec_intermediate(void *arg)
 {
     struct exec_ctx *x = arg;
@@ -971,36 +1049,55 @@ static int exec_intermediate(void *arg)
     memset(&ca, 0, sizeof(ca));
     ca.flags = CLONE_PARENT | CLONE_PIDFD; /* exit signal: ours, SIGCHLD */
     ca.pidfd = (uint64_t)(uintptr_t)&x->pidfd;
-    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
-    if (pid == 0) {
-        child_main(x->args, j);
-        _exit(AIO_EXIT_SETUP_FAILED);
+    if (j->cgroup2_fd >= 0) {
+        ca.flags |= CLONE_INTO_CGROUP;
+        ca.cgroup = (uint64_t)j->cgroup2_fd;
     }
+    long pid;
+#if SHARES_MEMORY
+    ca.flags |= CLONE_VM | CLONE_VFORK;
+    ca.stack = (uint64_t)(uintptr_t)x->child_stack;
+    ca.stack_size = CHILD_STACK;
+    pid = aio_clone3_call(&ca, sizeof(ca), exec_child, x);
+    if (pid < 0) {
+        errno = (int)-pid;
+        pid = -1;
+    }
+#else
+    pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0)
+        _exit(exec_child(x));
+#endif
     if (pid < 0)
         return join_failed(x, "clone3", "", errno);
     x->pid = pid;
     return 0;
 }
 
-#define EXEC_STACK (1 << 20) /* the intermediate's, then (copied) the process's own until execve */
-
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err)
 {
-    struct exec_ctx x = {args, join, err, -1, 0};
+    struct exec_ctx x = {args, join, err, NULL, -1, 0};
     sigset_t all, old;
     siginfo_t si;
     memset(err, 0, sizeof(*err));
-    char *stack = mmap(NULL, EXEC_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE,
-                       -1, 0);
+    char *stack = mmap(NULL, EXEC_STACK + CHILD_STACK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
     if (stack == MAP_FAILED) {
         join_failed(&x, "mmap", "", errno);
         return -1;
     }
+    x.child_stack = stack + EXEC_STACK;
+    /* our memory is the process's until it execs: nobody in the container may ptrace it
+     * meanwhile (a non-dumpable mm needs CAP_SYS_PTRACE of our user namespace) */
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int apid = clone(exec_intermediate, stack + EXEC_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &x);
     int cerr = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (dumpable > 0)
+        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
     if (apid < 0) {
         join_failed(&x, "clone", "", cerr);
     } else {
@@ -1010,7 +1107,7 @@ int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int
         if (!x.pid && !err->kind)
             join_failed(&x, "intermediate", "", ECHILD); /* killed before it could clone */
     }
-    munmap(stack, EXEC_STACK);
+    munmap(stack, EXEC_STACK + CHILD_STACK);
     if (!x.pid)
         return -1;
     *pidfd_out = x.pidfd;

@@ -52,15 +52,18 @@ struct aio_spawn_args {
     int wait_fifo;          /* block on exec.fifo before execve (create), or not (exec) */
 };
 
-/* exec: how to enter a running container before the plan runs (see aio_exec). */
+/* exec: how to enter a running container before the plan runs (see aio_exec). The fds
+ * are the caller's, opened from the host (their paths do not resolve in the container). */
 struct aio_join {
-    const int *ns_fds;      /* /proc/<init>/ns/<type> opened by the caller, in setns order */
+    const int *ns_fds;      /* /proc/<init>/ns/<type>, in setns order (all but cgroup) */
     const int *ns_types;    /* CLONE_NEW* of each */
     int n_ns;
+    int cgroupns_fd;        /* the init's cgroup namespace, joined by the process itself; or -1 */
     int root_fd;            /* the init's root (/proc/<init>/root), entered after the setns */
-    const int *cgroup_fds;  /* cgroup.procs of each hierarchy, written by the process itself */
-    const char *const *cgroup_paths; /* the same, named in errors */
-    int n_cgroups;
+    int cgroup2_fd;         /* the container's cgroup2 directory (CLONE_INTO_CGROUP), or -1 */
+    const int *tasks_fds;   /* the "tasks" file of each v1 hierarchy, written "0" by the process */
+    const char *const *tasks_paths; /* the same, named in errors */
+    int n_tasks;
 };
 
 struct aio_error {

@@ -281,13 +281,16 @@ Step = (
 class Join(NamedTuple):
     """How an exec'd process enters a running container, before its steps run.
 
-    The parent opens every file; the compiled intermediate setns()es into the namespaces
-    in this order and chroots to the init's root, and the process writes itself into the
-    cgroups through the fds (their host paths do not resolve in the container)."""
+    The parent opens every file (their host paths do not resolve in the container); the
+    compiled intermediate setns()es into ``namespaces`` in this order and chroots to the
+    init's root, and clones the process straight into the cgroup2 cgroup; the process joins
+    the cgroup namespace and the v1 hierarchies (their ``tasks`` files) itself."""
 
-    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME, CLONE_NEW*)
+    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME, CLONE_NEW*), the cgroup one aside
+    cgroupns: str  # /proc/PID/ns/cgroup, or "" when the container shares ours
     root: str  # /proc/PID/root
-    cgroup_procs: tuple[str, ...]  # the cgroup.procs file of each hierarchy
+    cgroup2: str  # the container's cgroup2 directory, or ""
+    tasks: tuple[str, ...]  # the tasks file of the container's cgroup in each v1 hierarchy
 
 
 class Plan(NamedTuple):
@@ -624,17 +627,22 @@ def build_exec(
     linux: Linux,
     rootfs: str,
     init_pid: int,
-    cgroup_procs: Iterable[str],
+    cgroup1: Iterable[str],
+    cgroup2: str,
     rootless: bool = False,
 ) -> Plan:
     """The steps of ``proc`` joining a running container: its init ``init_pid``, the
     namespaces its config (``linux``) lists (one it does not list is the host's, which the
-    caller already has), its root, its cgroups and its seccomp profile."""
+    caller already has), its root, its cgroups (directories in the v1 hierarchies, and the
+    cgroup2 one or "") and its seccomp profile."""
     types = {ns.type for ns in linux.namespaces}
+    proc_ns = f"/proc/{init_pid}/ns"
     join = Join(
-        tuple((f"/proc/{init_pid}/ns/{name}", flag) for t, (name, flag) in JOIN_ORDER.items() if t in types),
+        tuple((f"{proc_ns}/{name}", flag) for t, (name, flag) in JOIN_ORDER.items() if t in types and t != "cgroup"),
+        f"{proc_ns}/cgroup" if "cgroup" in types else "",
         f"/proc/{init_pid}/root",
-        tuple(cgroup_procs),
+        cgroup2,
+        tuple(posixpath.join(d, "tasks") for d in cgroup1),
     )
     steps: list[Step] = [terminal_step(proc)] if proc.terminal else []
     steps += process_steps(proc, rootfs, linux, rootless=rootless)

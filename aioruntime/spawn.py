@@ -80,30 +80,37 @@ def spawn(
 def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fds: int = 0) -> Init:
     """Start ``plan``'s process in the running container its ``join`` names, as our child.
 
-    Returns once the process exists in the container's namespaces (well under a
-    millisecond: the intermediate shares our memory); the process then joins the cgroups,
-    sets itself up and reports on ``sync`` (``read_report``).
+    Returns once the process has set itself up and exec'd, or failed (well under a
+    millisecond where it shares our memory until then, see _clone.c); its report is on
+    ``sync`` (``read_report``) by then, or soon after on architectures where it is a fork.
     """
     join = plan.join
     assert join is not None, "an exec plan has a join"
     wire = _wire(plan)
     opened: list[int] = []
+
+    def open_(path: str, flags: int) -> int:
+        if not path:
+            return -1
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        opened.append(fd)
+        return fd
+
     try:
-        ns_fds = [_open(path, os.O_RDONLY, opened) for path, _ in join.namespaces]
-        root_fd = _open(join.root, os.O_PATH | os.O_DIRECTORY, opened)
-        cgroup_fds = [_open(path, os.O_WRONLY, opened) for path in join.cgroup_procs]
+        j = _ffi.new("struct aio_join *")
+        ns_fds = _ffi.new("int[]", [open_(path, os.O_RDONLY) for path, _ in join.namespaces])
+        ns_types = _ffi.new("int[]", [flag for _, flag in join.namespaces])
+        tasks_fds = _ffi.new("int[]", [open_(path, os.O_WRONLY) for path in join.tasks])
+        paths = [_ffi.new("char[]", p.encode()) for p in join.tasks]
+        tasks_paths = _ffi.new("char *[]", paths)
+        j.ns_fds, j.ns_types, j.n_ns = ns_fds, ns_types, len(join.namespaces)
+        j.cgroupns_fd = open_(join.cgroupns, os.O_RDONLY)
+        j.root_fd = open_(join.root, os.O_PATH | os.O_DIRECTORY)
+        j.cgroup2_fd = open_(join.cgroup2, os.O_RDONLY | os.O_DIRECTORY)
+        j.tasks_fds, j.tasks_paths, j.n_tasks = tasks_fds, tasks_paths, len(join.tasks)
         parent, child = _sync_pair()
         opened += (parent, child)
         args = _args(plan, wire, stdio, child, -1, preserve_fds, False)
-        paths = [_ffi.new("char[]", p.encode()) for p in join.cgroup_procs]
-        ns_fds_c = _ffi.new("int[]", ns_fds)
-        ns_types_c = _ffi.new("int[]", [flag for _, flag in join.namespaces])
-        cgroup_fds_c = _ffi.new("int[]", cgroup_fds)
-        paths_c = _ffi.new("char *[]", paths)
-        j = _ffi.new("struct aio_join *")
-        j.ns_fds, j.ns_types, j.n_ns = ns_fds_c, ns_types_c, len(ns_fds)
-        j.root_fd = root_fd
-        j.cgroup_fds, j.cgroup_paths, j.n_cgroups = cgroup_fds_c, paths_c, len(cgroup_fds)
         pidfd = _ffi.new("int *")
         err = _ffi.new("struct aio_error *")
         pid = _lib.aio_exec(args, j, pidfd, err)
@@ -114,12 +121,6 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
     finally:
         for fd in opened:
             os.close(fd)
-
-
-def _open(path: str, flags: int, opened: list[int]) -> int:
-    fd = os.open(path, flags | os.O_CLOEXEC)
-    opened.append(fd)
-    return fd
 
 
 def go(init: Init, plan: Plan) -> None:

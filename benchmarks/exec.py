@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,9 +52,14 @@ def _check(proc: subprocess.CompletedProcess[bytes]) -> None:
 
 async def cli_runtime(name: str, binary: str, bundle: Path, root: Path, cid: str) -> Runtime:
     def call(*args: str) -> subprocess.CompletedProcess[bytes]:
-        # blocking on purpose: the loop has nothing else to do, and it times the process alone
-        return subprocess.run([binary, "--root", str(root), *args], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        # blocking on purpose: the loop has nothing else to do, and it times the process alone;
+        # errors into a file, not a pipe, which the container of "run -d" would hold open
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.run([binary, "--root", str(root), *args], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=err, check=False)
+            err.seek(0)
+            proc.stderr = err.read()
+        return proc
 
     _check(call("run", "-d", "-b", str(bundle), cid))
 

@@ -37,6 +37,7 @@ from test_cli import (  # noqa: F401 - reaper is a fixture
     runc,
 )
 
+from aioruntime.cli.foreground import FORWARDED, Forwarder
 from tools.cgroup_tree import cgroup_dirs
 
 SLEEP = ["sleep", "1000"]
@@ -229,6 +230,29 @@ def test_foreground_exec_forwards_signals(running: Running) -> None:
         assert proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 7
+
+
+def test_signals_before_the_process_runs_are_held_then_forwarded() -> None:
+    # the CLI's handlers are in place before the process starts: a SIGTERM in between must
+    # not end the CLI (its process would be left to the subreaper, unreaped)
+    saved = {sig: signal.getsignal(sig) for sig in FORWARDED}
+    r, w = os.pipe()
+    try:
+        signals = Forwarder()
+        os.kill(os.getpid(), signal.SIGUSR1)  # handled here at once: held
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", 'trap "exit 5" USR1; echo ready; while :; do sleep 0.05; done'],
+                             os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
+        os.close(w)
+        assert os.read(r, 6) == b"ready\n"  # its trap is set
+        pidfd = os.pidfd_open(pid)
+        try:
+            assert signals.wait(pidfd) == 5
+        finally:
+            os.close(pidfd)
+    finally:
+        os.close(r)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_foreground_exit_status_of_a_signal(running: Running) -> None:

@@ -7,6 +7,7 @@ it fails to start or the exec is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 from pathlib import Path
@@ -25,6 +26,7 @@ from aioruntime import (
     SpawnError,
 )
 from aioruntime.spec import Process as ProcessSpec
+from test_security import HOST_ROOT, USERNS, userns_rootfs  # noqa: F401 - a fixture
 
 SLEEP = ["sleep", "1000"]
 CAP_SYS_ADMIN = 1 << 21
@@ -183,6 +185,25 @@ async def test_joins_every_namespace_of_the_container(bundle: BundleFactory, sta
             assert await p.wait() == -signal.SIGKILL
 
 
+async def test_joins_a_user_namespace(bundle: BundleFactory, state_root: Path, cid: str, userns_rootfs: Path) -> None:
+    b = bundle(SLEEP, root={"path": str(userns_rootfs), "readonly": False}, linux=USERNS)
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        assert c.pid is not None
+        p = await c.exec(SLEEP)
+        try:
+            for name in ("user", *JOINED):
+                assert ns_of(p.pid, name) == ns_of(c.pid, name), name
+            assert status_field(p.pid, "Uid").split()[0] == str(HOST_ROOT)  # its root is no host root
+            assert Path(f"/proc/{p.pid}/cgroup").read_text() == Path(f"/proc/{c.pid}/cgroup").read_text()
+            q = await c.exec(SLEEP, user="1000:1000")
+            assert status_field(q.pid, "Uid").split()[0] == str(HOST_ROOT + 1000)  # mapped as the init's
+            await q.signal(signal.SIGKILL)
+            await q.wait()
+        finally:
+            await p.signal(signal.SIGKILL)
+            await p.wait()
+
+
 async def test_shares_the_namespaces_the_config_does_not_list(
     bundle: BundleFactory, state_root: Path, cid: str
 ) -> None:
@@ -218,6 +239,18 @@ async def test_is_in_the_containers_cgroup_in_every_hierarchy(
         finally:
             await p.signal(signal.SIGKILL)
             await p.wait()
+
+
+async def test_we_stay_dumpable(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    # the process shares our memory until it execs, meanwhile not dumpable: we are again after
+    pr_get_dumpable = 3
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+    async with started(bundle(SLEEP), cid, state_root, stdin=DEVNULL) as c:
+        assert await output(c, ["true"]) == ("", 0)
+        with pytest.raises(SpawnError):
+            await c.exec(["nosuch"])
+    assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
 
 
 async def test_is_our_child_and_leaves_no_intermediate(bundle: BundleFactory, state_root: Path, cid: str) -> None:

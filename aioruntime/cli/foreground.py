@@ -12,23 +12,41 @@ import signal
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def wait(pidfd: int, master: int = -1) -> int:
-    """Wait for our child ``pidfd``, relaying the pty ``master`` (if >= 0): its exit status,
-    128+N if signal N killed it (as runc exits)."""
+class Forwarder:
+    """runc's signal handling in the foreground. Installed before the process starts, so that
+    a signal arriving meanwhile is held and forwarded once it runs, instead of ending us and
+    leaving the process, unreaped, to whoever reaps our orphans."""
 
-    def forward(signum: int, _frame: object) -> None:
+    def __init__(self) -> None:
+        self._pidfd = -1
+        self._held: list[int] = []
+        for sig in FORWARDED:
+            signal.signal(sig, self._receive)
+
+    def _receive(self, signum: int, _frame: object) -> None:
+        if self._pidfd < 0:
+            self._held.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
         try:
-            signal.pidfd_send_signal(pidfd, signum)
+            signal.pidfd_send_signal(self._pidfd, signum)
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
-    if master >= 0:
-        relay(master, pidfd)
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-    assert info is not None
-    return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+    def wait(self, pidfd: int, master: int = -1) -> int:
+        """Forward to our child ``pidfd`` (what was held first), relay the pty ``master`` (if
+        >= 0), reap it: its exit status, 128+N if signal N killed it (as runc exits)."""
+        self._pidfd = pidfd
+        for signum in self._held:
+            self._send(signum)
+        self._held.clear()
+        if master >= 0:
+            relay(master, pidfd)
+        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        assert info is not None
+        return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
 
 
 def _host_terminal() -> int:

@@ -19,6 +19,7 @@ from .args import Command, Flag, Parsed, UsageError, Value, parse, strings, usag
 
 if TYPE_CHECKING:
     from ..ops.create import Creation
+    from .foreground import Forwarder
 
 Handler = Callable[[Parsed, Store], int]
 
@@ -147,26 +148,32 @@ def cmd_start(p: Parsed, store: Store) -> int:
 def cmd_run(p: Parsed, store: Store) -> int:
     from ..ops import lifecycle
 
+    from .foreground import Forwarder
+
     cid = _str(p.args, "id")
+    signals = None if p.flags["detach"] else Forwarder()
     creation = _create(p, store, detach=bool(p.flags["detach"]))
     try:
         lifecycle.start(store, cid)
     except BaseException:
         lifecycle.delete(store, cid, force=True)
         raise
-    if p.flags["detach"]:
+    if signals is None:
         return 0
     assert creation.console is not None
-    return _foreground(store, cid, creation.pidfd, creation.console.master, keep=bool(p.flags["keep"]))
+    keep = bool(p.flags["keep"])
+    return _foreground(store, cid, creation.pidfd, creation.console.master, keep=keep, signals=signals)
 
 
-def _foreground(store: Store, cid: str, pidfd: int, master: int = -1, *, keep: bool) -> int:
+def _foreground(
+    store: Store, cid: str, pidfd: int, master: int = -1, *, keep: bool, signals: Forwarder | None = None
+) -> int:
     """Wait for our child init (relaying its terminal, forwarding signals); delete it unless
     ``keep``; its status as runc exits with it."""
     from ..ops import lifecycle
-    from .foreground import wait
+    from .foreground import Forwarder
 
-    code = wait(pidfd, master)
+    code = (signals or Forwarder()).wait(pidfd, master)
     if not keep:
         lifecycle.delete(store, cid, force=True)
     return code
@@ -209,6 +216,9 @@ def _exec(p: Parsed, store: Store) -> int:
             no_new_privileges=no_new_privs if isinstance(no_new_privs, bool) else None, terminal=bool(f["tty"]),
         )
     _check_terminal(process.terminal, detach, console)
+    from .foreground import Forwarder
+
+    signals = None if detach else Forwarder()
     started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
     pid_file = _opt(f, "pid_file")
     if pid_file is not None:
@@ -217,11 +227,9 @@ def _exec(p: Parsed, store: Store) -> int:
         except OSError:
             _terminate(started.pidfd)
             raise
-    if detach:
+    if signals is None:
         return 0
-    from .foreground import wait
-
-    return wait(started.pidfd, started.terminal)
+    return signals.wait(started.pidfd, started.terminal)
 
 
 def _terminate(pidfd: int) -> None:

@@ -9,7 +9,6 @@ is left half-made.
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,8 +16,10 @@ from typing import Any, NamedTuple
 
 from .. import plan as planning
 from .. import spawn
+from ..cgroups.mounts import hierarchies
 from ..errors import ConfigError, InvalidStateError
-from ..spec import Process, Spec
+from ..spec import Process
+from ..spec.parse import parse_linux, parse_process
 from ..state import Store, check_id
 from ..status import Status, require
 from .console import Console
@@ -64,13 +65,13 @@ def exec_process(
     process with ``args`` in place of its own and the options applied (``env`` added, a
     later NAME replacing an earlier one; ``capabilities`` added to the bounding, effective,
     permitted and ambient sets), validated like a config (errors name ``process.*``)."""
-    p: dict[str, Any] = copy.deepcopy(dict(config.get("process") or {}))
+    p: dict[str, Any] = dict(config.get("process") or {})  # copied where changed: not ours
     if args is not None:
         p["args"] = list(args)
     if cwd is not None:
         p["cwd"] = cwd
     p["env"] = [*p.get("env", ()), *env]
-    u = p.setdefault("user", {})
+    u = p["user"] = dict(p.get("user") or {})
     if user is not None:
         uid, gid = parse_user(user)
         u["uid"] = uid
@@ -79,13 +80,13 @@ def exec_process(
     if gids := list(additional_gids):
         u["additionalGids"] = [*u.get("additionalGids", ()), *gids]
     if caps := list(capabilities):
-        sets = p.setdefault("capabilities", {})
+        sets = p["capabilities"] = dict(p.get("capabilities") or {})
         for name in ("bounding", "effective", "permitted", "ambient"):
             sets[name] = [*sets.get(name, ()), *caps]
     if no_new_privileges is not None:
         p["noNewPrivileges"] = no_new_privileges
     p["terminal"] = terminal
-    return Process.from_dict(p)
+    return parse_process(p)
 
 
 class Execution:
@@ -122,12 +123,14 @@ class Execution:
                 if init is None:
                     raise InvalidStateError(self.id, "exec", Status.STOPPED.value, (Status.RUNNING.value,))
                 try:
+                    v2 = {h.mountpoint for h in hierarchies() if h.version == 2}
                     plan = planning.build_exec(
                         self.process,
-                        linux=Spec.from_dict(state.config).linux,
+                        linux=parse_linux(state.config.get("linux") or {}),
                         rootfs=state.rootfs,
                         init_pid=state.pid,
-                        cgroup_procs=[os.path.join(p, "cgroup.procs") for p in state.cgroup_paths.values()],
+                        cgroup1=[d for mp, d in state.cgroup_paths.items() if mp not in v2],
+                        cgroup2=next((d for mp, d in state.cgroup_paths.items() if mp in v2), ""),
                         rootless=os.geteuid() != 0,
                     )
                     self.child = spawn.exec_(plan, stdio=self.stdio, preserve_fds=self.preserve_fds)

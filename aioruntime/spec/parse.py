@@ -248,6 +248,11 @@ def parse_process(d: Any) -> Process:
     return _process(d, "process")
 
 
+def parse_linux(d: Any) -> Linux:
+    """Validate a config's ``linux`` object on its own (exec needs no more of a saved config)."""
+    return _linux(d, "linux")
+
+
 def parse_spec(d: dict[str, Any]) -> Spec:
     """Validate ``d`` and model it; ``d`` becomes ``Spec.raw``, so the caller must not keep it."""
     n = Node(d, "")
