@@ -921,6 +921,10 @@ int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out)
     ca.flags = args->clone_flags | CLONE_PIDFD;
     ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
     ca.exit_signal = SIGCHLD;
+    if (args->cgroup2_fd >= 0) { /* born in its cgroup2 cgroup: no migration, no grace period */
+        ca.flags |= CLONE_INTO_CGROUP;
+        ca.cgroup = (uint64_t)args->cgroup2_fd;
+    }
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid < 0)
         return -errno;

@@ -50,6 +50,7 @@ struct aio_spawn_args {
     int state_dir_fd;       /* O_PATH directory holding exec.fifo */
     int preserve_fds;       /* fds 3 .. 3+n-1 pass through to the process */
     int wait_fifo;          /* block on exec.fifo before execve (create), or not (exec) */
+    int cgroup2_fd;         /* create: the cgroup2 directory to clone into (CLONE_INTO_CGROUP), or -1 */
 };
 
 /* exec: how to enter a running container before the plan runs (see aio_exec). The fds

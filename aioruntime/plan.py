@@ -234,15 +234,17 @@ class ChdirStep(NamedTuple):
 
 
 class WaitGoStep(NamedTuple):
-    """Wait for the parent's go (its cgroups exist), join them, then unshare ``unshare``.
+    """Wait for the parent's go, join the v1 cgroups, then unshare ``unshare``.
 
-    The init joins by itself so that the kernel's wait on the first cgroup migration (an
-    RCU grace period, 10-20 ms) is spent in the init, never on the caller's event loop.
-    Placed as late as the plan allows (before the first cgroup mount, else before exec), so
-    the parent makes the cgroups while the init builds the rootfs.
+    The init is cloned straight into its cgroup2 cgroup (CLONE_INTO_CGROUP) and joins the
+    v1 hierarchies through their ``tasks`` files: moving one thread, the kernel takes no
+    thread-group lock, so neither pays the RCU grace period (10-25 ms here) that a
+    ``cgroup.procs`` write waits for after a quiet spell. The files arrive opened with the
+    go (the opener's credentials are what the kernel checks: this works from a user
+    namespace too). Placed before the first cgroup mount, else before the process settings.
     """
 
-    cgroup_procs: tuple[str, ...] = ()  # the cgroup.procs file of each hierarchy
+    join: tuple[str, ...] = ()  # the tasks file of each v1 hierarchy
     unshare: int = 0
 
 
@@ -617,7 +619,8 @@ def build(
         (i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS),
         process_steps_at,
     )
-    steps.insert(go, WaitGoStep(tuple(posixpath.join(cg.host_path, "cgroup.procs") for cg in cgroups), unshare_flags))
+    v1 = tuple(posixpath.join(cg.host_path, "tasks") for cg in cgroups if cg.fstype == "cgroup")
+    steps.insert(go, WaitGoStep(v1, unshare_flags))
     return Plan(tuple(steps), clone_flags, rootfs)
 
 
@@ -718,7 +721,7 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
             case WaitMapsStep():
                 rec("WAIT_MAPS", [])
             case WaitGoStep():
-                rec("WAIT_GO", [step.unshare], step.cgroup_procs)
+                rec("WAIT_GO", [step.unshare], step.join)
             case TerminalStep():
                 rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
             case ExecStep():

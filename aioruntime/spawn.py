@@ -47,6 +47,7 @@ def _args(
     args.state_dir_fd = state_dir_fd
     args.preserve_fds = preserve_fds
     args.wait_fifo = int(wait_fifo)
+    args.cgroup2_fd = -1
     return args
 
 
@@ -61,16 +62,22 @@ def spawn(
     state_dir_fd: int,
     preserve_fds: int = 0,
     wait_fifo: bool = True,
+    cgroup2: str = "",
 ) -> Init:
-    """clone3 the init into its namespaces; it waits for ``go()`` before doing anything."""
+    """clone3 the init into its namespaces, and straight into the ``cgroup2`` directory if
+    given; it waits for ``go()`` before joining its v1 cgroups."""
     wire = _wire(plan)
     parent, child = _sync_pair()
     args = _args(plan, wire, stdio, child, state_dir_fd, preserve_fds, wait_fifo)
     pidfd = _ffi.new("int *")
     try:
+        if cgroup2:
+            args.cgroup2_fd = os.open(cgroup2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         pid = _lib.aio_spawn(args, pidfd)
     finally:
         os.close(child)
+        if args.cgroup2_fd >= 0:
+            os.close(args.cgroup2_fd)
     if pid < 0:
         os.close(parent)
         raise SpawnError("clone3", "", -pid, f"clone3: {_reason(-pid)}")
@@ -133,7 +140,7 @@ def go(init: Init, plan: Plan) -> None:
     step = next(s for s in plan.steps if isinstance(s, WaitGoStep))
     fds: list[int] = []
     try:
-        for path in step.cgroup_procs:
+        for path in step.join:
             try:
                 fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
             except OSError as e:

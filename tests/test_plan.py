@@ -334,8 +334,8 @@ def test_cgroup_mount_is_a_tmpfs_with_one_bind_per_hierarchy(rootfs: Path) -> No
     assert got[: len(expected)] == expected
     # then the tmpfs itself is made read-only
     assert got[len(expected):] == [MountStep("", top, "", "", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)]
-    procs = tuple(f"{cg.host_path}/cgroup.procs" for cg in CGROUPS)
-    assert of_type(p, WaitGoStep) == [WaitGoStep(procs, 0)]  # the init joins; no cgroup namespace
+    tasks = tuple(f"{cg.host_path}/tasks" for cg in CGROUPS if cg.fstype == "cgroup")
+    assert of_type(p, WaitGoStep) == [WaitGoStep(tasks, 0)]  # v1 joined by the init; cgroup2 cloned into
 
 
 def test_cgroup_mount_in_a_cgroup_namespace_mounts_each_hierarchy(rootfs: Path) -> None:
@@ -346,8 +346,8 @@ def test_cgroup_mount_in_a_cgroup_namespace_mounts_each_hierarchy(rootfs: Path) 
     got = [s for s in of_type(p, MountStep) if s.target.startswith(top + "/")]
     assert got == [MountStep(cg.fstype, f"{top}/{cg.name}", cg.fstype, cg.options, ro, make=1) for cg in CGROUPS]
     # the cgroup namespace is unshared once the init is in its cgroups, before they are mounted
-    procs = tuple(f"{cg.host_path}/cgroup.procs" for cg in CGROUPS)
-    assert of_type(p, WaitGoStep) == [WaitGoStep(procs, CLONE_NEWCGROUP)]
+    tasks = tuple(f"{cg.host_path}/tasks" for cg in CGROUPS if cg.fstype == "cgroup")
+    assert of_type(p, WaitGoStep) == [WaitGoStep(tasks, CLONE_NEWCGROUP)]
     assert not p.clone_flags & CLONE_NEWCGROUP
     first_cgroup_mount = min(p.steps.index(s) for s in of_type(p, MountStep) if s.target.startswith(top))
     assert index(p, WaitGoStep) < first_cgroup_mount

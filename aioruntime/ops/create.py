@@ -32,6 +32,11 @@ def now_rfc3339() -> str:
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
 
+def unified_path(paths: dict[str, str]) -> str:
+    """The container's cgroup2 directory, or "" where no cgroup2 hierarchy is in use."""
+    return next((paths[h.mountpoint] for h in hierarchies() if h.version == 2 and h.mountpoint in paths), "")
+
+
 def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
     """How the container's /sys/fs/cgroup shows each hierarchy it is in."""
     out = []
@@ -93,16 +98,17 @@ class Creation:
             if rootless:
                 plan = self._rootless_cgroups(spec, plan)
                 apply_config(spec, self.state.cgroup_paths, rootless=True)
-            # the init builds its rootfs while we make its cgroups; at go it joins them
-            self.init = spawn.spawn(
-                plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds
-            )
-            if plan.clone_flags & planning.CLONE_NEWUSER:
-                spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
-            if not rootless:
+            else:
                 self.state = self.state._replace(cgroups_made=tuple(cgroups.create(paths)))
                 apply_config(spec, paths)
             self.store.save(self.state)  # from here a crash leaves a "creating" entry delete -f cleans
+            # born in its cgroup2 cgroup; at go it joins the v1 ones (see plan.WaitGoStep)
+            self.init = spawn.spawn(
+                plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds,
+                cgroup2=unified_path(self.state.cgroup_paths),
+            )
+            if plan.clone_flags & planning.CLONE_NEWUSER:
+                spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)
             spawn.go(self.init, plan)
         except BaseException:
             self.abort()
