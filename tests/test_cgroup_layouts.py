@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import subprocess
 import time
@@ -41,6 +42,7 @@ from tools.cgroup_tree import remove_tree
 UNIFIED = TOP / "unified"
 FREE = ("cpu", "cpuacct", "cpuset", "blkio", "pids", "devices", "freezer")
 V2_ENABLE = ("cpu", "cpuset", "io", "pids", "hugetlb")
+LOCK = Path("/run/aioruntime-test-cgroup-layout.lock")
 SLEEP = ["sh", "-c", "echo up; exec sleep 100"]
 TICKER = ["sh", "-c", "echo up; while :; do echo t; sleep 0.01; done"]
 
@@ -77,17 +79,33 @@ def _free(points: dict[str, Path], ours: str, patience: float = 20.0) -> dict[st
         time.sleep(0.5)
 
 
+@pytest.fixture(scope="module")
+def layout_lock() -> Iterator[None]:
+    """One session at a time changes this machine's cgroup layout: other sessions run these
+    tests too, and a mount made on a stale view of another's would be left behind. Held for
+    the module; the mounts are read afresh once it is ours."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mounts.refresh()
+        yield
+    finally:
+        os.close(fd)
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
 
 
-def _mount_v1(controller: str, point: Path, patience: float = 20.0) -> None:
-    """Mount ``controller``'s v1 hierarchy again; busy while its cgroup2 css die, so retried."""
+def _mount_v1(controller: str, point: Path, patience: float = 20.0) -> str:
+    """Mount ``controller``'s v1 hierarchy again, retried while its cgroup2 css die; "" or
+    what went wrong."""
     deadline = time.monotonic() + patience
     while (r := _run("mount", "-t", "cgroup", "-o", controller, "cgroup", str(point))).returncode:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"could not mount {controller} back on {point}: {r.stderr.strip()}")
+            return f"could not mount {controller} back on {point}: {r.stderr.strip()}"
         time.sleep(0.1)
+    return ""
 
 
 def _subtree_control(directory: Path, change: str) -> None:
@@ -104,7 +122,7 @@ class Layout(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def v2_layout(cgroup_parent: str) -> Iterator[Layout]:
+def v2_layout(layout_lock: None, cgroup_parent: str) -> Iterator[Layout]:
     """Every free controller on cgroup v2 for this module: the v1 hierarchies that hold no
     foreign cgroup are unmounted, then each free controller the unified top offers is
     enabled there (hugetlb too, when no v1 hierarchy holds it). Skips when none is free."""
@@ -132,19 +150,19 @@ def v2_layout(cgroup_parent: str) -> Iterator[Layout]:
             busy = [f for p in points.values() for f in _foreign(p, cgroup_parent)]
             pytest.skip(f"no controller is free to move to cgroup v2: the v1 hierarchies hold {busy[:3]}")
         yield Layout(frozenset(moved), frozenset(enabled + delegated))
-    finally:
+    finally:  # each step whatever happened to the others: the machine's layout comes back
         problems = remove_tree(cgroup_parent)  # every cgroup of ours in every hierarchy (none in use now)
-        for _ in range(100):
+        deadline = time.monotonic() + 10
+        while enabled:
             try:
-                if enabled:
-                    _subtree_control(UNIFIED, " ".join("-" + c for c in enabled))
+                _subtree_control(UNIFIED, " ".join("-" + c for c in enabled))
                 break
             except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    problems.append(f"cannot disable {enabled} on {UNIFIED}: {e.strerror}")
+                    break
                 time.sleep(0.1)
-        for c, point in moved.items():
-            _mount_v1(c, point)
+        problems += [p for c, point in moved.items() if (p := _mount_v1(c, point))]
         mounts.refresh()
         assert not problems, problems
 
@@ -178,7 +196,7 @@ def on_v2(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def v1_extras(cgroup_parent: str) -> Iterator[None]:
+def v1_extras(layout_lock: None, cgroup_parent: str) -> Iterator[None]:
     """hugetlb, net_cls and net_prio each on a cgroup v1 hierarchy for this module: those
     no hierarchy holds are mounted (under /sys/fs/cgroup), and unmounted at the end."""
     made: list[tuple[str, Path, bool]] = []
@@ -191,20 +209,24 @@ def v1_extras(cgroup_parent: str) -> Iterator[None]:
             point = TOP / c
             new = not point.exists()
             point.mkdir(exist_ok=True)
-            made.append((c, point, new))
             r = _run("mount", "-t", "cgroup", "-o", c, "cgroup", str(point))
             if r.returncode:
+                if new:
+                    point.rmdir()
                 pytest.skip(f"cannot mount {c} on v1: {r.stderr.strip()}")
-        mounts.refresh()
+            made.append((c, point, new))
+            mounts.refresh()
         yield
     finally:
-        if made:
-            remove_tree(cgroup_parent)
-        for c, point, new in made:
-            _run("umount", str(point))
-            if new:
+        problems = remove_tree(cgroup_parent) if made else []
+        for c, point, new in made:  # each one put back whatever happened to the others
+            r = _run("umount", str(point))
+            if r.returncode:
+                problems.append(f"umount {point}: {r.stderr.strip()}")
+            elif new:
                 point.rmdir()
         mounts.refresh()
+        assert not problems, problems
 
 
 # -- hugetlb, net_cls and net_prio on v1 ---------------------------------------------------------------
