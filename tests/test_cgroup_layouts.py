@@ -140,12 +140,15 @@ def v2_layout(layout_lock: None, cgroup_parent: str) -> Iterator[Layout]:
     free = _free(points, cgroup_parent)
     moved: dict[str, Path] = {}
     enabled: list[str] = []
+    refused = [f"{p}: holds {_foreign(p, cgroup_parent)[:2]}" for c, p in points.items() if c not in free]
     try:
         for c, point in free.items():
             ours = point / cgroup_parent
             if ours.exists():
                 ours.rmdir()  # our session's, empty: later tests make it again
-            if not _umount(point):  # busy while another process holds a file of it
+            if problem := _umount(point):  # EBUSY while any process holds a file of that mount
+                refused.append(problem)
+            else:
                 moved[c] = point
         offered = (UNIFIED / "cgroup.controllers").read_text().split()
         delegated = (UNIFIED / "cgroup.subtree_control").read_text().split()
@@ -155,8 +158,7 @@ def v2_layout(layout_lock: None, cgroup_parent: str) -> Iterator[Layout]:
                 enabled.append(c)
         mounts.refresh()
         if not moved and not enabled:
-            busy = [f for p in points.values() for f in _foreign(p, cgroup_parent)] or ["files held open"]
-            pytest.skip(f"no controller is free to move to cgroup v2: the v1 hierarchies hold {busy[:3]}")
+            pytest.skip(f"no controller could be moved to cgroup v2: {'; '.join(refused[:3])}")
         yield Layout(frozenset(moved), frozenset(enabled + delegated))
     finally:  # each step whatever happened to the others: the machine's layout comes back
         problems = remove_tree(cgroup_parent)  # every cgroup of ours in every hierarchy (none in use now)
@@ -179,7 +181,7 @@ def needs(layout: Layout, *controllers: str) -> None:
     """Skip unless each of ``controllers`` (cgroup2 names, or devices/freezer) is on cgroup2."""
     missing = [c for c in controllers if c not in layout.enabled and c not in layout.moved]
     if missing:
-        pytest.skip(f"not on cgroup v2 in this run (their v1 hierarchies are busy): {', '.join(missing)}")
+        pytest.skip(f"not on cgroup v2 in this run (their v1 mounts could not be unmounted): {', '.join(missing)}")
 
 
 @pytest.fixture
