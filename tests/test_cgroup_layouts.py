@@ -17,7 +17,9 @@ is, devices and freezer alone placed on cgroup2 (they need no controller there).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
+import fcntl
 import os
 import subprocess
 import time
@@ -41,6 +43,7 @@ from tools.cgroup_tree import remove_tree
 UNIFIED = TOP / "unified"
 FREE = ("cpu", "cpuacct", "cpuset", "blkio", "pids", "devices", "freezer")
 V2_ENABLE = ("cpu", "cpuset", "io", "pids", "hugetlb")
+LOCK = Path("/run/aioruntime-test-cgroup-layout.lock")
 SLEEP = ["sh", "-c", "echo up; exec sleep 100"]
 TICKER = ["sh", "-c", "echo up; while :; do echo t; sleep 0.01; done"]
 
@@ -77,17 +80,42 @@ def _free(points: dict[str, Path], ours: str, patience: float = 20.0) -> dict[st
         time.sleep(0.5)
 
 
+@pytest.fixture(scope="module")
+def layout_lock() -> Iterator[None]:
+    """One session at a time changes this machine's cgroup layout: other sessions run these
+    tests too, and a mount made on a stale view of another's would be left behind. Held for
+    the module; the mounts are read afresh once it is ours."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mounts.refresh()
+        yield
+    finally:
+        os.close(fd)
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
 
 
-def _mount_v1(controller: str, point: Path, patience: float = 20.0) -> None:
-    """Mount ``controller``'s v1 hierarchy again; busy while its cgroup2 css die, so retried."""
+def _umount(point: Path) -> str:
+    """umount(2) of ``point``: "" or why not. (The umount command reports a v1 cgroup mount
+    busy here when the system call is not.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(point), 0) == 0:
+        return ""
+    return f"umount {point}: {os.strerror(ctypes.get_errno())}"
+
+
+def _mount_v1(controller: str, point: Path, patience: float = 20.0) -> str:
+    """Mount ``controller``'s v1 hierarchy again, retried while its cgroup2 css die; "" or
+    what went wrong."""
     deadline = time.monotonic() + patience
     while (r := _run("mount", "-t", "cgroup", "-o", controller, "cgroup", str(point))).returncode:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"could not mount {controller} back on {point}: {r.stderr.strip()}")
+            return f"could not mount {controller} back on {point}: {r.stderr.strip()}"
         time.sleep(0.1)
+    return ""
 
 
 def _subtree_control(directory: Path, change: str) -> None:
@@ -104,7 +132,7 @@ class Layout(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def v2_layout(cgroup_parent: str) -> Iterator[Layout]:
+def v2_layout(layout_lock: None, cgroup_parent: str) -> Iterator[Layout]:
     """Every free controller on cgroup v2 for this module: the v1 hierarchies that hold no
     foreign cgroup are unmounted, then each free controller the unified top offers is
     enabled there (hugetlb too, when no v1 hierarchy holds it). Skips when none is free."""
@@ -112,15 +140,16 @@ def v2_layout(cgroup_parent: str) -> Iterator[Layout]:
     free = _free(points, cgroup_parent)
     moved: dict[str, Path] = {}
     enabled: list[str] = []
+    refused = [f"{p}: holds {_foreign(p, cgroup_parent)[:2]}" for c, p in points.items() if c not in free]
     try:
         for c, point in free.items():
             ours = point / cgroup_parent
             if ours.exists():
                 ours.rmdir()  # our session's, empty: later tests make it again
-            r = _run("umount", str(point))
-            if r.returncode:
-                raise RuntimeError(f"umount {point}: {r.stderr.strip()}")
-            moved[c] = point
+            if problem := _umount(point):  # EBUSY while any process holds a file of that mount
+                refused.append(problem)
+            else:
+                moved[c] = point
         offered = (UNIFIED / "cgroup.controllers").read_text().split()
         delegated = (UNIFIED / "cgroup.subtree_control").read_text().split()
         for c in V2_ENABLE:
@@ -129,22 +158,21 @@ def v2_layout(cgroup_parent: str) -> Iterator[Layout]:
                 enabled.append(c)
         mounts.refresh()
         if not moved and not enabled:
-            busy = [f for p in points.values() for f in _foreign(p, cgroup_parent)]
-            pytest.skip(f"no controller is free to move to cgroup v2: the v1 hierarchies hold {busy[:3]}")
+            pytest.skip(f"no controller could be moved to cgroup v2: {'; '.join(refused[:3])}")
         yield Layout(frozenset(moved), frozenset(enabled + delegated))
-    finally:
+    finally:  # each step whatever happened to the others: the machine's layout comes back
         problems = remove_tree(cgroup_parent)  # every cgroup of ours in every hierarchy (none in use now)
-        for _ in range(100):
+        deadline = time.monotonic() + 10
+        while enabled:
             try:
-                if enabled:
-                    _subtree_control(UNIFIED, " ".join("-" + c for c in enabled))
+                _subtree_control(UNIFIED, " ".join("-" + c for c in enabled))
                 break
             except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    problems.append(f"cannot disable {enabled} on {UNIFIED}: {e.strerror}")
+                    break
                 time.sleep(0.1)
-        for c, point in moved.items():
-            _mount_v1(c, point)
+        problems += [p for c, point in moved.items() if (p := _mount_v1(c, point))]
         mounts.refresh()
         assert not problems, problems
 
@@ -153,7 +181,7 @@ def needs(layout: Layout, *controllers: str) -> None:
     """Skip unless each of ``controllers`` (cgroup2 names, or devices/freezer) is on cgroup2."""
     missing = [c for c in controllers if c not in layout.enabled and c not in layout.moved]
     if missing:
-        pytest.skip(f"not on cgroup v2 in this run (their v1 hierarchies are busy): {', '.join(missing)}")
+        pytest.skip(f"not on cgroup v2 in this run (their v1 mounts could not be unmounted): {', '.join(missing)}")
 
 
 @pytest.fixture
@@ -178,7 +206,7 @@ def on_v2(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def v1_extras(cgroup_parent: str) -> Iterator[None]:
+def v1_extras(layout_lock: None, cgroup_parent: str) -> Iterator[None]:
     """hugetlb, net_cls and net_prio each on a cgroup v1 hierarchy for this module: those
     no hierarchy holds are mounted (under /sys/fs/cgroup), and unmounted at the end."""
     made: list[tuple[str, Path, bool]] = []
@@ -191,20 +219,23 @@ def v1_extras(cgroup_parent: str) -> Iterator[None]:
             point = TOP / c
             new = not point.exists()
             point.mkdir(exist_ok=True)
-            made.append((c, point, new))
             r = _run("mount", "-t", "cgroup", "-o", c, "cgroup", str(point))
             if r.returncode:
+                if new:
+                    point.rmdir()
                 pytest.skip(f"cannot mount {c} on v1: {r.stderr.strip()}")
-        mounts.refresh()
+            made.append((c, point, new))
+            mounts.refresh()
         yield
     finally:
-        if made:
-            remove_tree(cgroup_parent)
-        for c, point, new in made:
-            _run("umount", str(point))
-            if new:
+        problems = remove_tree(cgroup_parent) if made else []
+        for c, point, new in made:  # each one put back whatever happened to the others
+            if problem := _umount(point):
+                problems.append(problem)
+            elif new:
                 point.rmdir()
         mounts.refresh()
+        assert not problems, problems
 
 
 # -- hugetlb, net_cls and net_prio on v1 ---------------------------------------------------------------
