@@ -64,6 +64,9 @@ struct child {
     int seccomp_late;    /* load the filter after every other step (no_new_privileges) */
     unsigned int seccomp_flags;
     struct sock_fprog seccomp;
+    /* here, not static: an exec'd process shares the caller's memory (and its other threads
+     * may exec at the same time) until execve */
+    struct sock_filter seccomp_insns[BPF_MAXINSNS];
     int console_fd; /* the pty master (TERMINAL record), sent to the parent with 'R' */
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
@@ -309,10 +312,9 @@ static int hex_value(char ch)
 /* The filter arrives hex-encoded (plan strings end at NUL; BPF is full of them). */
 static int decode_filter(struct child *c, const char *hex)
 {
-    static struct sock_filter insns[BPF_MAXINSNS];
-    unsigned char *out = (unsigned char *)insns;
+    unsigned char *out = (unsigned char *)c->seccomp_insns;
     size_t n = cstrlen(hex);
-    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(insns))
+    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(c->seccomp_insns))
         return -1;
     for (size_t i = 0; i < n; i += 2) {
         int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
@@ -321,7 +323,7 @@ static int decode_filter(struct child *c, const char *hex)
         out[i / 2] = (unsigned char)(hi << 4 | lo);
     }
     c->seccomp.len = (unsigned short)(n / 2 / sizeof(struct sock_filter));
-    c->seccomp.filter = insns;
+    c->seccomp.filter = c->seccomp_insns;
     return 0;
 }
 
@@ -971,7 +973,7 @@ static int exec_child(void *arg)
 }
 
 #define EXEC_STACK (64 << 10)   /* the intermediate's */
-#define CHILD_STACK (512 << 10) /* the process's, until execve: child_main wants ~120 KiB */
+#define CHILD_STACK (512 << 10) /* the process's, until execve: child_main wants ~150 KiB */
 
 #if defined(__x86_64__) || defined(__aarch64__)
 /* clone3() that runs fn(arg) in the child on the stack the args give, as glibc's internal

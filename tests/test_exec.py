@@ -19,6 +19,7 @@ from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, childre
 from aioruntime import (
     DEVNULL,
     PIPE,
+    STDOUT,
     ConfigError,
     Container,
     ContainerNotFoundError,
@@ -26,7 +27,7 @@ from aioruntime import (
     SpawnError,
 )
 from aioruntime.spec import Process as ProcessSpec
-from test_security import HOST_ROOT, USERNS, userns_rootfs  # noqa: F401 - a fixture
+from test_security import HOST_ROOT, USERNS, deny, userns_rootfs  # noqa: F401 - a fixture
 
 SLEEP = ["sleep", "1000"]
 CAP_SYS_ADMIN = 1 << 21
@@ -50,7 +51,7 @@ def ns_of(pid: int, name: str) -> str:
 
 async def output(c: Container, args: list[str], **kwargs: Any) -> tuple[str, int]:
     """(stdout and stderr, exit status) of ``args`` exec'd in ``c``."""
-    p = await c.exec(args, stdout=PIPE, stderr=asyncio.subprocess.STDOUT, **kwargs)
+    p = await c.exec(args, stdout=PIPE, stderr=STDOUT, **kwargs)
     assert p.stdout is not None
     out = (await p.stdout.read()).decode()
     return out, await p.wait()
@@ -128,6 +129,21 @@ async def test_rlimits_of_the_config_apply(bundle: BundleFactory, state_root: Pa
     b = bundle(SLEEP, process={"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]})
     async with started(b, cid, state_root, stdin=DEVNULL) as c:
         assert await output(c, ["sh", "-c", "ulimit -n; ulimit -Hn"]) == ("256\n512\n", 0)
+
+
+@pytest.mark.parametrize("no_new_privileges", [True, False], ids=["late-with-nnp", "early-without-nnp"])
+async def test_seccomp_profile_of_the_config_applies(
+    bundle: BundleFactory, state_root: Path, cid: str, no_new_privileges: bool
+) -> None:
+    b = bundle(SLEEP, process={"noNewPrivileges": no_new_privileges}, linux={"seccomp": deny("mkdir", "mkdirat")})
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        out, code = await output(c, ["sh", "-c", "mkdir /tmp/x; echo mkdir=$?; ls -d /tmp"])
+        assert "Operation not permitted" in out and "mkdir=1" in out, out
+        assert out.endswith("/tmp\n") and code == 0  # everything else works
+        p = await c.exec(SLEEP)
+        assert status_field(p.pid, "Seccomp") == "2"  # a filter, as the init's
+        await p.signal(signal.SIGKILL)
+        await p.wait()
 
 
 async def test_exact_process_spec(bundle: BundleFactory, state_root: Path, cid: str) -> None:
