@@ -27,6 +27,7 @@
 #include <linux/seccomp.h>
 #include <sys/personality.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -1076,6 +1077,30 @@ static int exec_intermediate(void *arg)
     return 0;
 }
 
+/* Our memory is an exec'd process's until it execs: nobody in the container may ptrace it
+ * meanwhile (a non-dumpable mm needs CAP_SYS_PTRACE in our user namespace). Counted, for
+ * threads that exec at the same time: the first makes us non-dumpable, the last restores. */
+static pthread_mutex_t sharing_lock = PTHREAD_MUTEX_INITIALIZER;
+static int sharing, dumpable_before;
+
+static void sharing_begins(void)
+{
+    pthread_mutex_lock(&sharing_lock);
+    if (sharing++ == 0) {
+        dumpable_before = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    pthread_mutex_unlock(&sharing_lock);
+}
+
+static void sharing_ends(void)
+{
+    pthread_mutex_lock(&sharing_lock);
+    if (--sharing == 0 && dumpable_before > 0)
+        prctl(PR_SET_DUMPABLE, dumpable_before, 0, 0, 0);
+    pthread_mutex_unlock(&sharing_lock);
+}
+
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err)
 {
     struct exec_ctx x = {args, join, err, NULL, -1, 0};
@@ -1089,17 +1114,13 @@ int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int
         return -1;
     }
     x.child_stack = stack + EXEC_STACK;
-    /* our memory is the process's until it execs: nobody in the container may ptrace it
-     * meanwhile (a non-dumpable mm needs CAP_SYS_PTRACE of our user namespace) */
-    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    sharing_begins();
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int apid = clone(exec_intermediate, stack + EXEC_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &x);
     int cerr = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (dumpable > 0)
-        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+    sharing_ends();
     if (apid < 0) {
         join_failed(&x, "clone", "", cerr);
     } else {

@@ -7,6 +7,7 @@ it fails to start or the exec is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import os
 import signal
@@ -26,7 +27,9 @@ from aioruntime import (
     InvalidStateError,
     SpawnError,
 )
+from aioruntime.ops.exec import Execution, exec_process
 from aioruntime.spec import Process as ProcessSpec
+from aioruntime.state import Store
 from test_security import HOST_ROOT, USERNS, deny, userns_rootfs  # noqa: F401 - a fixture
 
 SLEEP = ["sleep", "1000"]
@@ -267,6 +270,29 @@ async def test_we_stay_dumpable(bundle: BundleFactory, state_root: Path, cid: st
         with pytest.raises(SpawnError):
             await c.exec(["nosuch"])
     assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+
+
+async def test_threads_exec_at_the_same_time(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    # each exec has its own stacks in our memory, and the last one out makes us dumpable again
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    b = bundle(SLEEP, linux={"seccomp": deny("mkdir", "mkdirat")})  # a filter buffer per process too
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        process = exec_process(c.config.raw, ["sh", "-c", "mkdir /x 2>/dev/null; exit $?"])
+
+        def run(n: int) -> list[int]:
+            codes = []
+            for _ in range(n):
+                s = Execution(Store(state_root), cid, process, stdio=(-1, -1, -1)).run()
+                info = os.waitid(os.P_PIDFD, s.pidfd, os.WEXITED)
+                os.close(s.pidfd)
+                assert info is not None
+                codes.append(info.si_status)
+            return codes
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(run, [15] * 4))
+        assert results == [[1] * 15] * 4  # mkdir denied by the filter every time
+    assert prctl(3, 0, 0, 0, 0) == 1  # PR_GET_DUMPABLE
 
 
 async def test_is_our_child_and_leaves_no_intermediate(bundle: BundleFactory, state_root: Path, cid: str) -> None:
