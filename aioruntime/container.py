@@ -194,6 +194,7 @@ class Container:
         except BaseException:
             if self._hub is not None:
                 self._hub.end()
+                self._hub = None
             raise
         self._spec = spec
         self._watch_exit(creation.pidfd)
@@ -289,6 +290,7 @@ class Container:
         self._state = None
         if self._hub is not None:
             self._hub.deleted()
+            self._hub = None  # a container made again under this id has a new life to listen to
 
     async def _leave_network(self) -> None:
         """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
@@ -403,6 +405,7 @@ class Container:
             self._exit.reap_now()
         if self._hub is not None:
             self._hub.deleted()
+            self._hub = None  # a container made again under this id has a new life to listen to
 
     async def __aenter__(self) -> Container:
         await self.create()

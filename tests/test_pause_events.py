@@ -336,3 +336,19 @@ async def test_cgroup2_freeze_is_awaited_on_cgroup_events(cgroup_parent: str, ci
         proc.kill()
         proc.wait()
         d.rmdir()
+
+
+async def test_events_of_a_container_made_again_by_the_same_object(
+    bundle: BundleFactory, state_root: Path, cid: str
+) -> None:
+    c = Container(cid, bundle(["true"]), root=state_root)
+    for _ in range(2):
+        seen: list[Event] = []
+        listener = asyncio.create_task(collect(c, seen))
+        await asyncio.sleep(0)
+        await c.create()
+        await c.start()
+        await c.wait()
+        await c.delete()
+        await asyncio.wait_for(listener, 5)
+        assert [type(e) for e in seen] == [Created, Started, Exited, Deleted]
