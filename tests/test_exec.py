@@ -434,6 +434,18 @@ async def test_exec_into_created_or_stopped_container(bundle: BundleFactory, sta
     assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=c.pid)
 
 
+async def test_exec_into_a_paused_container(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    async with started(bundle(SLEEP), cid, state_root, stdin=DEVNULL) as c:
+        await c.pause()
+        before, fds = children(), open_fds()
+        with pytest.raises(InvalidStateError) as e:
+            await c.exec(["true"])
+        assert (e.value.current, e.value.required) == ("paused", ("running",))
+        assert children() == before and open_fds() == fds
+        await c.resume()
+        assert await output(c, ["echo", "resumed"]) == ("resumed\n", 0)
+
+
 async def test_exec_into_unknown_container(state_root: Path, cid: str) -> None:
     with pytest.raises(ContainerNotFoundError):
         await Container(cid, root=state_root).exec(["true"])
