@@ -36,7 +36,7 @@ from .status import Status
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .container import DEVNULL, PIPE, Container, Process
+    from .container import DEVNULL, PIPE, STDOUT, Container, Process
     from .network import Network
     from .spec.resources import CPU, BlockIO, DeviceRule, Memory, Pids, Resources
 
@@ -44,6 +44,7 @@ __all__ = [
     "CPU",
     "DEVNULL",
     "PIPE",
+    "STDOUT",
     "AioRuntimeError",
     "BlockIO",
     "BridgeInUseError",
@@ -77,7 +78,7 @@ _RESOURCES = frozenset({"Resources", "Memory", "CPU", "Pids", "BlockIO", "Device
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Container", "Process", "PIPE", "DEVNULL"):
+    if name in ("Container", "Process", "PIPE", "DEVNULL", "STDOUT"):
         from . import container
 
         return getattr(container, name)

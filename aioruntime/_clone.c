@@ -27,6 +27,7 @@
 #include <linux/seccomp.h>
 #include <sys/personality.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -64,6 +65,9 @@ struct child {
     int seccomp_late;    /* load the filter after every other step (no_new_privileges) */
     unsigned int seccomp_flags;
     struct sock_fprog seccomp;
+    /* here, not static: an exec'd process shares the caller's memory (and its other threads
+     * may exec at the same time) until execve */
+    struct sock_filter seccomp_insns[BPF_MAXINSNS];
     int console_fd; /* the pty master (TERMINAL record), sent to the parent with 'R' */
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
@@ -309,10 +313,9 @@ static int hex_value(char ch)
 /* The filter arrives hex-encoded (plan strings end at NUL; BPF is full of them). */
 static int decode_filter(struct child *c, const char *hex)
 {
-    static struct sock_filter insns[BPF_MAXINSNS];
-    unsigned char *out = (unsigned char *)insns;
+    unsigned char *out = (unsigned char *)c->seccomp_insns;
     size_t n = cstrlen(hex);
-    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(insns))
+    if (n % (2 * sizeof(struct sock_filter)) || n / 2 > sizeof(c->seccomp_insns))
         return -1;
     for (size_t i = 0; i < n; i += 2) {
         int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
@@ -321,7 +324,7 @@ static int decode_filter(struct child *c, const char *hex)
         out[i / 2] = (unsigned char)(hi << 4 | lo);
     }
     c->seccomp.len = (unsigned short)(n / 2 / sizeof(struct sock_filter));
-    c->seccomp.filter = insns;
+    c->seccomp.filter = c->seccomp_insns;
     return 0;
 }
 
@@ -975,7 +978,7 @@ static int exec_child(void *arg)
 }
 
 #define EXEC_STACK (64 << 10)   /* the intermediate's */
-#define CHILD_STACK (512 << 10) /* the process's, until execve: child_main wants ~120 KiB */
+#define CHILD_STACK (512 << 10) /* the process's, until execve: child_main wants ~150 KiB */
 
 #if defined(__x86_64__) || defined(__aarch64__)
 /* clone3() that runs fn(arg) in the child on the stack the args give, as glibc's internal
@@ -1078,6 +1081,30 @@ static int exec_intermediate(void *arg)
     return 0;
 }
 
+/* Our memory is an exec'd process's until it execs: nobody in the container may ptrace it
+ * meanwhile (a non-dumpable mm needs CAP_SYS_PTRACE in our user namespace). Counted, for
+ * threads that exec at the same time: the first makes us non-dumpable, the last restores. */
+static pthread_mutex_t sharing_lock = PTHREAD_MUTEX_INITIALIZER;
+static int sharing, dumpable_before;
+
+static void sharing_begins(void)
+{
+    pthread_mutex_lock(&sharing_lock);
+    if (sharing++ == 0) {
+        dumpable_before = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    pthread_mutex_unlock(&sharing_lock);
+}
+
+static void sharing_ends(void)
+{
+    pthread_mutex_lock(&sharing_lock);
+    if (--sharing == 0 && dumpable_before > 0)
+        prctl(PR_SET_DUMPABLE, dumpable_before, 0, 0, 0);
+    pthread_mutex_unlock(&sharing_lock);
+}
+
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err)
 {
     struct exec_ctx x = {args, join, err, NULL, -1, 0};
@@ -1091,17 +1118,13 @@ int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int
         return -1;
     }
     x.child_stack = stack + EXEC_STACK;
-    /* our memory is the process's until it execs: nobody in the container may ptrace it
-     * meanwhile (a non-dumpable mm needs CAP_SYS_PTRACE of our user namespace) */
-    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    sharing_begins();
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int apid = clone(exec_intermediate, stack + EXEC_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &x);
     int cerr = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (dumpable > 0)
-        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+    sharing_ends();
     if (apid < 0) {
         join_failed(&x, "clone", "", cerr);
     } else {

@@ -30,7 +30,7 @@ from .spec.resources import Resources
 from .state import DEFAULT_ROOT, State, Store, check_id
 from .stats import Stats
 from .status import Status, require
-from .stdio import DEVNULL, PIPE, ChildStdio, Stdio
+from .stdio import DEVNULL, PIPE, STDOUT, ChildStdio, Stdio
 from .terminal import Terminal
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .network import Endpoint, Network, PortMapping
     from .network.nat import Ports
 
-__all__ = ["DEVNULL", "PIPE", "Container", "Process", "Stdio"]
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "Container", "Process", "Stdio"]
 T = TypeVar("T")
 
 
@@ -60,8 +60,9 @@ class Container:
     """One container under ``root``: made by this object, or found there with ``load``.
 
     stdin, stdout and stderr take what ``asyncio.create_subprocess_exec`` takes: None to
-    inherit ours, a file descriptor or file, ``DEVNULL`` or ``PIPE`` (then ``stdin`` is a
-    ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created).
+    inherit ours, a file descriptor or file, ``DEVNULL``, ``PIPE`` (then ``stdin`` is a
+    ``StreamWriter`` and ``stdout``/``stderr`` are ``StreamReader``\\ s once created), and
+    ``STDOUT`` for stderr.
     When the config's ``process.terminal`` is true they stay unset: the process's stdio is
     a pty opened in the container, whose master goes to ``console_socket`` if given (runc's
     ``--console-socket``), else becomes ``stdin``/``stdout`` here (``resize`` sets its size).

@@ -1,5 +1,6 @@
 """A child's stdio as ``asyncio.create_subprocess_exec`` takes it (None to inherit ours, a
-file descriptor or file, ``DEVNULL``, ``PIPE``), and our ends of its pipes as streams."""
+file descriptor or file, ``DEVNULL``, ``PIPE``, and ``STDOUT`` for stderr), and our ends of
+its pipes as streams."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import IO, Any, NamedTuple
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
 
 Stdio = int | IO[Any] | None
 
@@ -45,6 +47,9 @@ class ChildStdio:
                     child.append(r if i == 0 else w)
                     self._ours.append(w if i == 0 else r)
                     self._theirs.append(child[-1])
+                elif s == STDOUT and i == 2:
+                    child.append(child[1])  # its stdout, whatever that is (-1: ours)
+                    self._ours.append(None)
                 elif s == DEVNULL:
                     fd = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
                     child.append(fd)

@@ -7,6 +7,7 @@ it fails to start or the exec is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import os
 import signal
@@ -19,14 +20,17 @@ from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, childre
 from aioruntime import (
     DEVNULL,
     PIPE,
+    STDOUT,
     ConfigError,
     Container,
     ContainerNotFoundError,
     InvalidStateError,
     SpawnError,
 )
+from aioruntime.ops.exec import Execution, exec_process
 from aioruntime.spec import Process as ProcessSpec
-from test_security import HOST_ROOT, USERNS, userns_rootfs  # noqa: F401 - a fixture
+from aioruntime.state import Store
+from test_security import HOST_ROOT, USERNS, deny, userns_rootfs  # noqa: F401 - a fixture
 
 SLEEP = ["sleep", "1000"]
 CAP_SYS_ADMIN = 1 << 21
@@ -50,7 +54,7 @@ def ns_of(pid: int, name: str) -> str:
 
 async def output(c: Container, args: list[str], **kwargs: Any) -> tuple[str, int]:
     """(stdout and stderr, exit status) of ``args`` exec'd in ``c``."""
-    p = await c.exec(args, stdout=PIPE, stderr=asyncio.subprocess.STDOUT, **kwargs)
+    p = await c.exec(args, stdout=PIPE, stderr=STDOUT, **kwargs)
     assert p.stdout is not None
     out = (await p.stdout.read()).decode()
     return out, await p.wait()
@@ -128,6 +132,21 @@ async def test_rlimits_of_the_config_apply(bundle: BundleFactory, state_root: Pa
     b = bundle(SLEEP, process={"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]})
     async with started(b, cid, state_root, stdin=DEVNULL) as c:
         assert await output(c, ["sh", "-c", "ulimit -n; ulimit -Hn"]) == ("256\n512\n", 0)
+
+
+@pytest.mark.parametrize("no_new_privileges", [True, False], ids=["late-with-nnp", "early-without-nnp"])
+async def test_seccomp_profile_of_the_config_applies(
+    bundle: BundleFactory, state_root: Path, cid: str, no_new_privileges: bool
+) -> None:
+    b = bundle(SLEEP, process={"noNewPrivileges": no_new_privileges}, linux={"seccomp": deny("mkdir", "mkdirat")})
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        out, code = await output(c, ["sh", "-c", "mkdir /tmp/x; echo mkdir=$?; ls -d /tmp"])
+        assert "Operation not permitted" in out and "mkdir=1" in out, out
+        assert out.endswith("/tmp\n") and code == 0  # everything else works
+        p = await c.exec(SLEEP)
+        assert status_field(p.pid, "Seccomp") == "2"  # a filter, as the init's
+        await p.signal(signal.SIGKILL)
+        await p.wait()
 
 
 async def test_exact_process_spec(bundle: BundleFactory, state_root: Path, cid: str) -> None:
@@ -251,6 +270,29 @@ async def test_we_stay_dumpable(bundle: BundleFactory, state_root: Path, cid: st
         with pytest.raises(SpawnError):
             await c.exec(["nosuch"])
     assert prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+
+
+async def test_threads_exec_at_the_same_time(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    # each exec has its own stacks in our memory, and the last one out makes us dumpable again
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    b = bundle(SLEEP, linux={"seccomp": deny("mkdir", "mkdirat")})  # a filter buffer per process too
+    async with started(b, cid, state_root, stdin=DEVNULL) as c:
+        process = exec_process(c.config.raw, ["sh", "-c", "mkdir /x 2>/dev/null; exit $?"])
+
+        def run(n: int) -> list[int]:
+            codes = []
+            for _ in range(n):
+                s = Execution(Store(state_root), cid, process, stdio=(-1, -1, -1)).run()
+                info = os.waitid(os.P_PIDFD, s.pidfd, os.WEXITED)
+                os.close(s.pidfd)
+                assert info is not None
+                codes.append(info.si_status)
+            return codes
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(run, [15] * 4))
+        assert results == [[1] * 15] * 4  # mkdir denied by the filter every time
+    assert prctl(3, 0, 0, 0, 0) == 1  # PR_GET_DUMPABLE
 
 
 async def test_is_our_child_and_leaves_no_intermediate(bundle: BundleFactory, state_root: Path, cid: str) -> None:
@@ -390,6 +432,18 @@ async def test_exec_into_created_or_stopped_container(bundle: BundleFactory, sta
     finally:
         await c.delete(force=True)
     assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=c.pid)
+
+
+async def test_exec_into_a_paused_container(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    async with started(bundle(SLEEP), cid, state_root, stdin=DEVNULL) as c:
+        await c.pause()
+        before, fds = children(), open_fds()
+        with pytest.raises(InvalidStateError) as e:
+            await c.exec(["true"])
+        assert (e.value.current, e.value.required) == ("paused", ("running",))
+        assert children() == before and open_fds() == fds
+        await c.resume()
+        assert await output(c, ["echo", "resumed"]) == ("resumed\n", 0)
 
 
 async def test_exec_into_unknown_container(state_root: Path, cid: str) -> None:
