@@ -10,7 +10,7 @@
  * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
  * preserved fds):
  *   parent -> child  'M'          (user namespace) id maps written: go on past WAIT_MAPS
- *   parent -> child  'G' + fds    cgroup.procs files opened: join them, go on past WAIT_GO
+ *   parent -> child  'G' + fds    v1 tasks files opened: join them, go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo (exec: about to execve);
  *                                 carries the pty master (SCM_RIGHTS) with a TERMINAL step
  *   child  -> parent struct aio_error   a step failed (then the child exits)
@@ -267,7 +267,7 @@ static int do_unlink(int dir, const char *name, const struct record *r)
     return unlinkat(dir, name, 0) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-/* The parent's go: one byte 'G', with the cgroup.procs fds to join. Returns their count. */
+/* The parent's go: one byte 'G', with the v1 tasks fds to join. Returns their count. */
 static int recv_go(int sock, int fds[AIO_MAX_JOIN])
 {
     char go = 0;
@@ -721,9 +721,9 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         break;
     }
     case AIO_OP_WAIT_GO: {
-        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP); strs: the
-         * cgroup.procs files, which arrive opened with the go (the parent's credentials
-         * are what the kernel checks, so this works from a user namespace too) */
+        /* ints: namespaces to unshare once in the cgroups (CLONE_NEWCGROUP); strs: the v1
+         * tasks files, which arrive opened with the go (the parent's credentials are what
+         * the kernel checks, so this works from a user namespace too) */
         int fds[AIO_MAX_JOIN];
         int n = recv_go(c->sync_fd, fds);
         if (n < 0)

@@ -38,7 +38,7 @@
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
-#define AIO_MAX_JOIN 16 /* cgroup.procs fds sent with the go: one per hierarchy */
+#define AIO_MAX_JOIN 16 /* v1 tasks fds sent with the go: one per hierarchy */
 #define AIO_EXIT_SETUP_FAILED 125
 
 struct aio_spawn_args {

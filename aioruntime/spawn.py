@@ -131,11 +131,10 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
 
 
 def go(init: Init, plan: Plan) -> None:
-    """Let the init past its WaitGoStep, handing it its cgroup.procs files opened here.
+    """Let the init past its WaitGoStep, handing it its v1 ``tasks`` files opened here.
 
-    The kernel checks a cgroup migration against the credentials of whoever opened
-    cgroup.procs, so the init can join from inside a user namespace too; and the grace
-    period the first migration waits for is spent in the init, not in the caller.
+    The kernel checks a cgroup migration against the credentials of whoever opened the
+    file, so the init can join from inside a user namespace too (see plan.WaitGoStep).
     """
     step = next(s for s in plan.steps if isinstance(s, WaitGoStep))
     fds: list[int] = []
