@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, status_fields
+from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, started, status_fields
 
 import aioruntime
 from aioruntime import ConfigError
@@ -376,3 +377,25 @@ def test_rootless_spec_runs_as_an_unprivileged_user(rootfs: Path) -> None:
         assert not list((xdg / "aioruntime").iterdir())  # deleted after the run
     finally:
         shutil.rmtree(top)
+
+
+async def test_runtime_binary_never_reachable_through_proc_exe_during_exec(
+    bundle: BundleFactory, state_root: Path, cid: str
+) -> None:
+    # runc's CVE-2019-5736: a process in the container opened the runtime's binary through
+    # /proc/PID/exe of a process joining it. Ours are not dumpable until their execve, so
+    # /proc/PID/exe of one stays closed to the container until it is the container's binary.
+    watch = (
+        "while :; do for p in /proc/[0-9]*; do"
+        ' l=$(readlink $p/exe 2>/dev/null) && [ "$l" != /bin/busybox ] && echo "LEAK $p $l";'
+        " done; echo round; done"
+    )
+    async with started(bundle(["sh", "-c", watch]), cid, state_root, stdout=PIPE) as c:
+        for _ in range(40):
+            p = await c.exec(["/bin/true"])
+            assert await p.wait() == 0
+        await c.kill(signal.SIGKILL)
+        assert c.stdout is not None
+        out = (await c.stdout.read()).decode()
+    assert "LEAK" not in out, out
+    assert "round" in out  # the watcher did look while the execs ran
