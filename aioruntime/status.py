@@ -46,7 +46,8 @@ ALLOWED: dict[str, frozenset[Status]] = {
     "resume": frozenset({S.PAUSING, S.PAUSED}),
     "exec": frozenset({S.RUNNING}),
     "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
-    "checkpoint": frozenset({S.RUNNING}),
+    # containerd's shim pauses a container before it checkpoints it, as runc allows
+    "checkpoint": frozenset({S.RUNNING, S.PAUSED}),
     "attach to a network": frozenset({S.CREATED, S.RUNNING}),
 }
 

@@ -581,7 +581,7 @@ GLOBAL_FLAGS = (
     Flag(("debug",), None, "accepted for runc compatibility", False),
     Flag(("systemd-cgroup",), None, "accepted; cgroupfs paths are used", False),
     Flag(("rootless",), "auto", "accepted for runc compatibility", "auto"),
-    Flag(("criu",), "PATH", "path to criu (checkpoint/restore; default $AIORUNTIME_CRIU, else criu on PATH)"),
+    Flag(("criu",), "PATH", "path to criu (checkpoint/restore; default $AIORUNTIME_CRIU, else tools/install-criu.sh's, else criu on PATH)"),
     Flag(("version", "v"), None, "print the version", False),
     HELP,
 )

@@ -24,9 +24,15 @@ def minimum(kernel_release: str | None = None) -> tuple[int, int]:
     return (4, 1) if kernel >= (6, 13) else (3, 15)
 
 
+# where tools/install-criu.sh puts the CRIU it builds (its default cache)
+INSTALLED = "/var/cache/aioruntime/criu/bin/criu"
+
+
 def locate(criu: str | None = None) -> str:
-    """The criu to run: ``criu`` if given, else $AIORUNTIME_CRIU, else ``criu`` on PATH."""
-    name = criu or os.environ.get("AIORUNTIME_CRIU") or "criu"
+    """The criu to run: ``criu`` if given, else $AIORUNTIME_CRIU, else the one
+    tools/install-criu.sh installed, else ``criu`` on PATH (a distribution's may be too
+    old for the kernel: container managers put their own first on PATH)."""
+    name = criu or os.environ.get("AIORUNTIME_CRIU") or (INSTALLED if os.access(INSTALLED, os.X_OK) else "criu")
     path = shutil.which(name)
     if path is None:
         where = name if os.sep in name else f"{name!r} on PATH"
