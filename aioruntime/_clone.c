@@ -452,27 +452,31 @@ static int set_caps(const struct record *r)
     return 0;
 }
 
-/* One datagram, with ``fd`` attached (SCM_RIGHTS) unless it is -1. */
-static int send_msg(int sock, const void *buf, size_t len, int fd)
+/* One datagram, with ``n`` fds attached (SCM_RIGHTS). */
+static int send_msg(int sock, const void *buf, size_t len, const int *fds, int n)
 {
     struct iovec iov = {(void *)buf, len};
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
     } u;
     struct msghdr m;
+    if (n < 0 || n > AIO_MAX_JOIN) {
+        errno = EINVAL;
+        return -1;
+    }
     memset(&m, 0, sizeof(m));
     memset(&u, 0, sizeof(u));
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
-    if (fd >= 0) {
+    if (n > 0) {
         m.msg_control = u.buf;
-        m.msg_controllen = sizeof(u.buf);
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
         struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
         cm->cmsg_level = SOL_SOCKET;
         cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
     }
     return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
@@ -858,7 +862,7 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
     if (c.seccomp_late)
         load_filter(&c);
     char ready = 'R';
-    if (send_msg(c.sync_fd, &ready, 1, c.console_fd) < 0)
+    if (send_msg(c.sync_fd, &ready, 1, &c.console_fd, c.console_fd >= 0) < 0)
         _exit(AIO_EXIT_SETUP_FAILED);
     close(c.sync_fd);
     if (c.console_fd >= 0)
@@ -886,29 +890,7 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
 
 int aio_send_go(int sock, const int *fds, int n)
 {
-    char go = 'G';
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * AIO_MAX_JOIN)];
-    } control;
-    struct iovec iov = {&go, 1};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    memset(&control, 0, sizeof(control));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (n > AIO_MAX_JOIN)
-        return -EINVAL;
-    if (n > 0) {
-        msg.msg_control = control.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
-    }
-    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+    return send_msg(sock, "G", 1, fds, n) < 0 ? -errno : 0;
 }
 
 int aio_sync_pair(int fds[2])
@@ -1195,5 +1177,5 @@ int aio_unix_connect(const char *path)
 
 int aio_send_fd(int sock, int fd, const char *name)
 {
-    return send_msg(sock, name, cstrlen(name), fd) < 0 ? -errno : 0;
+    return send_msg(sock, name, cstrlen(name), &fd, fd >= 0) < 0 ? -errno : 0;
 }

@@ -16,6 +16,7 @@ from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
 from ..cgroups.mounts import hierarchies
+from ..cgroups.placement import locate
 from ..cgroups.resources import apply_config
 from ..errors import CgroupError
 from ..spec import Spec, load
@@ -30,11 +31,6 @@ def now_rfc3339() -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
     fraction = f"{ns % 1_000_000_000:09d}".rstrip("0")
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
-
-
-def unified_path(paths: dict[str, str]) -> str:
-    """The container's cgroup2 directory, or "" where no cgroup2 hierarchy is in use."""
-    return next((paths[h.mountpoint] for h in hierarchies() if h.version == 2 and h.mountpoint in paths), "")
 
 
 def cgroup_mounts(paths: dict[str, str]) -> list[planning.CgroupMount]:
@@ -105,7 +101,7 @@ class Creation:
             # born in its cgroup2 cgroup; at go it joins the v1 ones (see plan.WaitGoStep)
             self.init = spawn.spawn(
                 plan, stdio=self.stdio, state_dir_fd=self._dir_fd, preserve_fds=self.preserve_fds,
-                cgroup2=unified_path(self.state.cgroup_paths),
+                cgroup2=locate(self.state.cgroup_paths).unified or "",
             )
             if plan.clone_flags & planning.CLONE_NEWUSER:
                 spawn.write_id_maps(self.init, spec.linux.uid_mappings, spec.linux.gid_mappings, deny_setgroups=rootless)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from .. import plan as planning
 from .. import spawn
 from ..cgroups.mounts import hierarchies
+from ..cgroups.placement import locate
 from ..errors import ConfigError, InvalidStateError
 from ..spec import Process
 from ..spec.parse import parse_linux, parse_process
@@ -130,7 +131,7 @@ class Execution:
                         rootfs=state.rootfs,
                         init_pid=state.pid,
                         cgroup1=[d for mp, d in state.cgroup_paths.items() if mp not in v2],
-                        cgroup2=next((d for mp, d in state.cgroup_paths.items() if mp in v2), ""),
+                        cgroup2=locate(state.cgroup_paths).unified or "",
                         rootless=os.geteuid() != 0,
                     )
                     self.child = spawn.exec_(plan, stdio=self.stdio, preserve_fds=self.preserve_fds)
