@@ -42,7 +42,7 @@ if ! .venv/bin/python -c '' 2>/dev/null; then
     /usr/bin/python3 -m venv .venv
 fi
 stamp=.venv/.aioruntime-install
-inputs=$(for f in pyproject.toml setup.py bin/aioruntime aioruntime/_build.py aioruntime/_seccomp_build.py aioruntime/*.[ch]; do
+inputs=$(for f in pyproject.toml setup.py aioruntime/cli/front.c aioruntime/_build.py aioruntime/_seccomp_build.py aioruntime/*.[ch]; do
     if [[ -f $f && $f != aioruntime/_native.c ]]; then cat "$f"; fi
 done | sha256sum)
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$inputs" || ! -x .venv/bin/aioruntime ]] ||

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, started, status_fields
+from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path_of, copy_rootfs, run, sh, started, status_fields
 
 import aioruntime
 from aioruntime import ConfigError
@@ -343,12 +343,9 @@ def _as_user(uid: int, xdg: Path, *argv: str) -> subprocess.CompletedProcess[str
     """The CLI run by ``uid`` (no capabilities, no groups), its state under ``xdg``."""
     env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(xdg), "PYTHONPATH": str(Path(aioruntime.__file__).parents[1])}
     return subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", sys.executable, AIORUNTIME_SCRIPT, *argv],
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", AIORUNTIME, *argv],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
-
-
-AIORUNTIME_SCRIPT = str(Path(__file__).parents[1] / "bin/aioruntime")
 
 
 def test_rootless_spec_runs_as_an_unprivileged_user(rootfs: Path) -> None:
