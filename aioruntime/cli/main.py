@@ -57,17 +57,31 @@ class Log:
         self.path, self.fmt = path, fmt
 
     def error(self, msg: str) -> None:
+        if self._line("error", msg):
+            print(msg, file=sys.stderr)
+
+    def warning(self, msg: str) -> None:
+        self._line("warning", msg)
+
+    def _line(self, level: str, msg: str) -> bool:
+        """Write one line (logrus's shape) to the log file, or else stderr; whether to the file."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            line = json.dumps({"level": "error", "msg": msg, "time": stamp}, separators=(",", ":"))
+            line = json.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
         else:
-            line = f"time={json.dumps(stamp)} level=error msg={json.dumps(msg)}"
+            line = f"time={json.dumps(stamp)} level={level} msg={json.dumps(msg)}"
         if self.path:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
-            print(msg, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
+            return True
+        print(line, file=sys.stderr)
+        return False
+
+    def take_warnings(self) -> None:
+        """The library's warnings (a kernel memory limit ignored, as runc does) as log lines."""
+        import warnings
+
+        warnings.showwarning = lambda message, *_, **__: self.warning(str(message))
 
 
 def _signal_number(text: str) -> int:
@@ -339,6 +353,14 @@ def cmd_list(p: Parsed, store: Store) -> int:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         rows += [[s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]] for s in states]
         sys.stdout.write(_table(rows))
+    return 0
+
+
+def cmd_features(p: Parsed, store: Store) -> int:
+    """runc features: what the runtime implements, as the OCI features JSON (4-space indent, as runc)."""
+    from ..features import features
+
+    sys.stdout.write(json.dumps(features(), indent=4) + "\n")
     return 0
 
 
@@ -652,6 +674,7 @@ COMMANDS: dict[str, Command] = {
         ),
         (),
     ),
+    "features": Command("print the features this runtime implements (OCI features JSON)", (HELP,), ()),
     "spec": Command(
         "write a default config.json",
         (
@@ -668,8 +691,8 @@ COMMANDS: dict[str, Command] = {
             Flag(("memory",), "BYTES", "memory limit (64m, 1g, -1 for none)"),
             Flag(("memory-swap",), "BYTES", "memory+swap limit; -1 for unlimited swap"),
             Flag(("memory-reservation",), "BYTES", "memory soft limit"),
-            Flag(("kernel-memory",), "BYTES", "kernel memory limit (refused by kernels that ignore it)"),
-            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit"),
+            Flag(("kernel-memory",), "BYTES", "kernel memory limit: ignored with a warning, as by runc 1.1"),
+            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit (cgroup v1; ignored with a warning elsewhere)"),
             Flag(("cpu-share", "cpu-shares"), "N", "CPU shares (relative weight)"),
             Flag(("cpu-period",), "USECS", "CFS period"),
             Flag(("cpu-quota",), "USECS", "CFS quota per period; -1 for none"),
@@ -740,12 +763,16 @@ HANDLERS: dict[str, Handler] = {
     "kill": cmd_kill,
     "delete": cmd_delete,
     "list": cmd_list,
+    "features": cmd_features,
     "spec": cmd_spec,
     "update": cmd_update,
     "pause": _freeze_command,
     "resume": _freeze_command,
     "events": cmd_events,
 }
+
+
+_APPLY_RESOURCES = frozenset({"create", "run", "update", "restore"})  # the commands that may warn
 
 
 def _version() -> NoReturn:
@@ -782,6 +809,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         os._exit(1)
     g = parsed.globals
     log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
+    if parsed.command in _APPLY_RESOURCES:
+        log.take_warnings()
     try:
         code = HANDLERS[parsed.command](parsed, Store(str(g["root"])))
     except CommandError as e:
