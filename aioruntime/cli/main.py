@@ -121,6 +121,28 @@ def _check_terminal(terminal: bool, detach: bool, console_socket: str | None) ->
         raise AioRuntimeError("cannot use console socket if runc will not detach or allocate tty")
 
 
+class PidfdSocket:
+    """runc 1.2's ``--pidfd-socket``: connected before anything starts (a bad path fails
+    early), then one message carrying a pidfd of the process: "standard" for an init,
+    "setns" for an exec, as runc's init sends it."""
+
+    def __init__(self, path: str | None) -> None:
+        from .. import spawn
+
+        self.sock = -1 if path is None else spawn.connect_socket(path, "pidfd socket")
+
+    def send(self, pidfd: int, kind: bytes) -> None:
+        from .. import spawn
+
+        if self.sock >= 0:
+            spawn.send_fd(self.sock, pidfd, kind, "the pidfd to the pidfd socket")
+
+    def close(self) -> None:
+        if self.sock >= 0:
+            os.close(self.sock)
+            self.sock = -1
+
+
 def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
     """create a container from the bundle; the Creation holds a pidfd on its init (our child)
     and, in the foreground with a terminal, the pty master."""
@@ -133,17 +155,22 @@ def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
     _check_terminal(spec.process is not None and spec.process.terminal, detach, console)
     creation = Creation(
         store, cid, bundle, no_pivot=bool(f["no_pivot"]), preserve_fds=_preserve_fds(f), spec=spec,
-        console_socket=console,
+        console_socket=console, no_new_keyring=bool(f["no_new_keyring"]),
     )
-    state = creation.run()
-    if isinstance(f["pid_file"], str):
+    pidfd_socket = PidfdSocket(_opt(f, "pidfd_socket"))
+    try:
+        state = creation.run()
         try:
-            _write_pid_file(f["pid_file"], state.pid)
+            if isinstance(f["pid_file"], str):
+                _write_pid_file(f["pid_file"], state.pid)
+            pidfd_socket.send(creation.pidfd, b"standard")
         except OSError:
             from ..ops import lifecycle
 
             lifecycle.delete(store, cid, force=True)
             raise
+    finally:
+        pidfd_socket.close()
     return creation
 
 
@@ -233,14 +260,19 @@ def _exec(p: Parsed, store: Store) -> int:
     from .foreground import Forwarder
 
     signals = None if detach else Forwarder()
-    started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
-    pid_file = _opt(f, "pid_file")
-    if pid_file is not None:
+    pidfd_socket = PidfdSocket(_opt(f, "pidfd_socket"))
+    try:
+        started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
+        pid_file = _opt(f, "pid_file")
         try:
-            _write_pid_file(pid_file, started.pid)
+            if pid_file is not None:
+                _write_pid_file(pid_file, started.pid)
+            pidfd_socket.send(started.pidfd, b"setns")
         except OSError:
             _terminate(started.pidfd)
             raise
+    finally:
+        pidfd_socket.close()
     if signals is None:
         return 0
     return signals.wait(started.pidfd, started.terminal)
@@ -609,12 +641,14 @@ GLOBAL_FLAGS = (
 )
 _ID = ("id",)
 _CONSOLE_SOCKET = Flag(("console-socket",), "PATH", "unix socket that receives the pty master (SCM_RIGHTS)")
+_PIDFD_SOCKET = Flag(("pidfd-socket",), "PATH", "unix socket that receives a pidfd of the process (SCM_RIGHTS)")
 _CREATE_FLAGS = (
     Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
     Flag(("pid-file",), "FILE", "write the init's pid to this file"),
     _CONSOLE_SOCKET,
+    _PIDFD_SOCKET,
     Flag(("no-pivot",), None, "move+chroot instead of pivot_root (ramfs roots)", False),
-    Flag(("no-new-keyring",), None, "accepted; no session keyring is made", False),
+    Flag(("no-new-keyring",), None, "keep the caller's session keyring instead of a new one", False),
     Flag(("preserve-fds",), "N", "pass N fds beyond stdio to the process", "0"),
     HELP,
 )
@@ -634,6 +668,7 @@ COMMANDS: dict[str, Command] = {
         "run a process in a running container",
         (
             _CONSOLE_SOCKET,
+            _PIDFD_SOCKET,
             Flag(("cwd",), "DIR", "working directory in the container"),
             Flag(("env", "e"), "NAME=VALUE", "set an environment variable (repeatable)", many=True),
             Flag(("tty", "t"), None, "allocate a pseudo-terminal", False),
