@@ -22,6 +22,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/if.h>
+#include <linux/keyctl.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
@@ -364,6 +365,38 @@ static int loopback_up(void)
     close(s);
     errno = err;
     return rc;
+}
+
+/* A new session keyring named ``name`` (or the one of that name this user has), so the
+ * container does not share the caller's (runc's default); ``setbits`` are ORed into its
+ * permissions (search for the possessor's uid, or for others in a user namespace), 0 leaves
+ * them. A kernel without keyrings (ENOSYS) is no error, as in runc. */
+static int join_session_keyring(const char *name, uint32_t setbits)
+{
+    long id = syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name, 0, 0, 0);
+    if (id < 0)
+        return errno == ENOSYS ? 0 : -1;
+    if (!setbits)
+        return 0;
+    /* "type;uid;gid;perm;description": perm is the fourth field, in hex */
+    char desc[256];
+    long n = syscall(SYS_keyctl, KEYCTL_DESCRIBE, id, desc, sizeof(desc) - 1, 0);
+    if (n < 0)
+        return -1;
+    desc[n < (long)sizeof(desc) ? n : (long)sizeof(desc) - 1] = 0;
+    const char *p = desc;
+    for (int semis = 0; *p && semis < 3; p++)
+        semis += *p == ';';
+    uint32_t perm = 0;
+    for (; *p && *p != ';'; p++) {
+        int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (d < 0) {
+            errno = EINVAL;
+            return -1;
+        }
+        perm = perm << 4 | (uint32_t)d;
+    }
+    return syscall(SYS_keyctl, KEYCTL_SETPERM, id, perm | setbits, 0, 0) < 0 ? -1 : 0;
 }
 
 static int pivot_into(const char *rootfs)
@@ -760,6 +793,11 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         break;
     case AIO_OP_TERMINAL:
         open_terminal(c, r, scratch);
+        break;
+    case AIO_OP_SESSION_KEYRING:
+        /* ints: permission bits to add; strs: the keyring's name */
+        if (join_session_keyring(r->strs[0], (uint32_t)r->ints[0]) < 0)
+            fail(c, "join session keyring", r->strs[0], errno);
         break;
     case AIO_OP_ARGV:
         c->argv = copy_list(c->argv_buf, r);

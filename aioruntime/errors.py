@@ -71,6 +71,10 @@ class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
 
 
+class IgnoredSettingWarning(UserWarning):
+    """A config setting accepted but not applied, as runc does (kernel memory limits)."""
+
+
 class ResourceError(CgroupError):
     """A resource limit the kernel lacks or refused; ``field`` is its JSON path
     (``linux.resources.memory.limit``). Nothing of the request was left applied."""

@@ -72,6 +72,7 @@ JOIN_ORDER: dict[str, tuple[str, int]] = {
 }
 
 S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
+KEY_USR_SEARCH, KEY_OTH_SEARCH = 0x00080000, 0x00000008  # keyring permissions (keyutils.h)
 DEVICE_TYPES = {"c": S_IFCHR, "u": S_IFCHR, "b": S_IFBLK, "p": S_IFIFO}
 # (path, major, minor): what runc creates in every container with its own /dev
 DEFAULT_DEVICES = (
@@ -267,6 +268,15 @@ class TerminalStep(NamedTuple):
     console: bool = False  # the init's: bind the peer onto /dev/console
 
 
+class SessionKeyringStep(NamedTuple):
+    """Join a new session keyring ``name`` (``_ses.<id>``, as runc names it) instead of
+    keeping the caller's (``--no-new-keyring``); ``search`` are the permission bits added
+    so the container's processes can search it (0 for an exec, which joins the init's)."""
+
+    name: str
+    search: int = 0
+
+
 class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -276,7 +286,7 @@ Step = (
     MountStep | MkdirStep | MknodStep | SymlinkStep | UnlinkStep | PivotRootStep | MoveRootStep
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
     | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
-    | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep
+    | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep | SessionKeyringStep
 )
 
 
@@ -521,11 +531,13 @@ def build(
     cgroups: Sequence[CgroupMount] = (),
     no_pivot: bool = False,
     rootless: bool = False,
+    session_keyring: str = "",
 ) -> Plan:
     """The init's steps for ``spec``; ``bundle`` anchors relative paths.
 
     ``rootless``: the runtime is not root; its user namespace denies setgroups, and
     without ``cgroups`` (none could be made) /sys/fs/cgroup shows the host's, read-only.
+    ``session_keyring``: the name of a new session keyring to join ("" keeps the caller's).
     """
     if spec.root is None:
         raise ConfigError("root", "the config has no root: a container needs a root filesystem")
@@ -552,6 +564,9 @@ def build(
 
     root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
     steps: list[Step] = [WaitMapsStep()] if clone_flags & CLONE_NEWUSER else []
+    if session_keyring:  # searchable by the container's processes (runc's permissions)
+        search = KEY_OTH_SEARCH if clone_flags & CLONE_NEWUSER else KEY_USR_SEARCH
+        steps.append(SessionKeyringStep(session_keyring, search))
     if spec.process.oom_score_adj is not None:  # the host's /proc: the init's own entry
         steps.append(WriteFileStep("/proc/self/oom_score_adj", str(spec.process.oom_score_adj)))
     steps += [
@@ -633,11 +648,13 @@ def build_exec(
     cgroup1: Iterable[str],
     cgroup2: str,
     rootless: bool = False,
+    session_keyring: str = "",
 ) -> Plan:
     """The steps of ``proc`` joining a running container: its init ``init_pid``, the
     namespaces its config (``linux``) lists (one it does not list is the host's, which the
     caller already has), its root, its cgroups (directories in the v1 hierarchies, and the
-    cgroup2 one or "") and its seccomp profile."""
+    cgroup2 one or "") and its seccomp profile; it joins the init's session keyring
+    ``session_keyring`` ("" keeps the caller's)."""
     types = {ns.type for ns in linux.namespaces}
     proc_ns = f"/proc/{init_pid}/ns"
     join = Join(
@@ -647,7 +664,9 @@ def build_exec(
         cgroup2,
         tuple(posixpath.join(d, "tasks") for d in cgroup1),
     )
-    steps: list[Step] = [terminal_step(proc)] if proc.terminal else []
+    steps: list[Step] = [SessionKeyringStep(session_keyring)] if session_keyring else []
+    if proc.terminal:
+        steps.append(terminal_step(proc))
     steps += process_steps(proc, rootfs, linux, rootless=rootless)
     return Plan(tuple(steps), 0, rootfs, join)
 
@@ -724,6 +743,8 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("WAIT_GO", [step.unshare], step.join)
             case TerminalStep():
                 rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
+            case SessionKeyringStep():
+                rec("SESSION_KEYRING", [step.search], [step.name])
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)

@@ -211,19 +211,21 @@ def kill(init: Init) -> None:
     os.close(init.sync)
 
 
-def connect_console(path: str) -> int:
-    """A connection to the console socket a container manager listens on (``--console-socket``)."""
+def connect_socket(path: str, what: str = "console socket") -> int:
+    """A connection to a unix socket a container manager listens on (``--console-socket``,
+    ``--pidfd-socket``)."""
     fd = int(_lib.aio_unix_connect(path.encode()))
     if fd < 0:
-        raise OSError(-fd, f"console socket {path}: {os.strerror(-fd)}")
+        raise OSError(-fd, f"{what} {path}: {os.strerror(-fd)}")
     return fd
 
 
-def send_console(sock: int, master: int) -> None:
-    """Hand the pty master over the console socket, as runc does: one message, the fd attached."""
-    err = _lib.aio_send_fd(sock, master, b"/dev/ptmx")
+def send_fd(sock: int, fd: int, name: bytes = b"/dev/ptmx", what: str = "the terminal to the console socket") -> None:
+    """Hand ``fd`` over the socket, as runc does: one message holding ``name``, the fd attached
+    (the pty master as "/dev/ptmx"; a pidfd as "standard" for an init, "setns" for an exec)."""
+    err = _lib.aio_send_fd(sock, fd, name)
     if err < 0:
-        raise OSError(-err, f"sending the terminal to the console socket: {os.strerror(-err)}")
+        raise OSError(-err, f"sending {what}: {os.strerror(-err)}")
 
 
 def _reason(errno: int) -> str:

@@ -45,6 +45,7 @@ class State(NamedTuple):
     pid_start: int = 0  # start time of pid, to tell it from a reused pid
     annotations: dict[str, str] = {}  # noqa: RUF012 - never mutated: a NamedTuple is replaced, not edited
     owner: str = ""
+    session_keyring: str = ""  # the init's session keyring, which exec joins ("": the caller's)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:

@@ -10,13 +10,16 @@ or containerd-shim plays), so those inits become our children and are reaped her
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -817,4 +820,180 @@ def test_cli_does_not_import_asyncio(state_root: Path, bundle: BundleFactory, ci
         if pid:
             cli(state_root, "delete", "-f", cid)
             reaper.wait(pid)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
+# --- features ----------------------------------------------------------------------------
+
+
+def test_features_has_runcs_shape_and_lists_what_is_implemented(tmp_path: Path) -> None:
+    """``features`` (runc 1.1+): the OCI features document, its lists taken from the code."""
+    from aioruntime.plan import MOUNT_FLAGS, PROPAGATION
+    from aioruntime.seccomp import ACTIONS
+    from aioruntime.spec.names import CAPABILITIES
+
+    doc = json.loads(ok(cli(None, "features")).stdout)
+    if RUNC:
+        theirs = runc(tmp_path / "runc-root", "features")
+        if theirs.returncode == 0:  # runc 1.1+
+            ref = json.loads(theirs.stdout)
+            assert set(ref) <= set(doc) | {"potentiallyUnsafeConfigAnnotations"}
+            assert set(ref["linux"]) - {"intelRdt", "memoryPolicy", "mountExtensions", "netDevices"} <= set(doc["linux"])
+            assert set(ref["linux"]["seccomp"]) <= set(doc["linux"]["seccomp"])
+            assert set(ref["hooks"]) == set(doc["hooks"])
+    assert (doc["ociVersionMin"], doc["ociVersionMax"]) == ("1.0.0", "1.0.2-dev")
+    assert doc["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+    assert doc["mountOptions"] == sorted({*MOUNT_FLAGS, *PROPAGATION}) and "rbind" in doc["mountOptions"]
+    linux = doc["linux"]
+    assert linux["namespaces"] == ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"]
+    assert linux["capabilities"] == list(CAPABILITIES)
+    assert linux["cgroup"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": True}
+    seccomp = linux["seccomp"]
+    assert seccomp["enabled"] and set(seccomp["actions"]) == set(ACTIONS) and "SCMP_ACT_NOTIFY" not in seccomp["actions"]
+    assert "SCMP_CMP_MASKED_EQ" in seccomp["operators"] and "SCMP_ARCH_X86_64" in seccomp["archs"]
+    assert linux["apparmor"] == {"enabled": False} and linux["selinux"] == {"enabled": False}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", doc["annotations"]["io.github.seccomp.libseccomp.version"])
+    assert cli(None, "features", "extra").returncode == 1
+
+
+# --- what container managers pass to create and run --------------------------------------
+
+
+def test_containerd_delete_then_delete_force(state_root: Path, bundle: BundleFactory, cid: str,
+                                             reaper: Reaper) -> None:
+    """containerd's shim deletes a stopped container, then deletes it again with --force:
+    the second call, on an id that is gone, exits 0."""
+    b = bundle(["true"])
+    pid = create(state_root, b, cid, reaper)
+    ok(cli(state_root, "start", cid))
+    assert reaper.wait(pid) == 0
+    ok(cli(state_root, "--log", str(b / "log.json"), "--log-format", "json", "delete", cid))
+    ok(cli(state_root, "--log", str(b / "log.json"), "--log-format", "json", "delete", "--force", cid))
+    assert not (b / "log.json").exists()  # nothing to report
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_preserve_fds_passes_fds_3_on(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper,
+                                      command: str) -> None:
+    """``--preserve-fds 2``: the caller's fds 3 and 4 are the container process's 3 and 4;
+    fd 5, open in the caller too, is not passed."""
+    b = bundle(["sh", "-c", "echo three >&3; echo four >&4; (echo five >&5) 2>/dev/null || echo no-five >&3"])
+    pipes = []
+    for _ in range(3):  # the write ends above 100, clear of the fds the script moves them to
+        r, w = os.pipe()
+        pipes.append((r, fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, 100)))
+        os.close(w)
+    pid_file = b / "init.pid"
+    extra = "-d" if command == "run" else ""
+    moves = " ".join(f"{fd}>&{w} {w}>&-" for fd, (_, w) in zip((3, 4, 5), pipes))
+    script = (f"exec {moves}; exec {AIORUNTIME} --root {state_root} {command} {extra} --preserve-fds 2 "
+              f"-b {b} --pid-file {pid_file} {cid}")
+    try:
+        with tempfile.TemporaryFile() as err:
+            code = subprocess.run(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=err, pass_fds=[w for _, w in pipes], timeout=TIMEOUT, check=False).returncode
+            err.seek(0)
+            assert code == 0, err.read()
+        pid = reaper.track(int(pid_file.read_text()))
+        for _, w in pipes:
+            os.close(w)
+        if command == "create":
+            ok(cli(state_root, "start", cid))
+        assert reaper.wait(pid) == 0
+        assert [os.read(r, 100) for r, _ in pipes] == [b"three\nno-five\n", b"four\n", b""]
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            with contextlib.suppress(OSError):
+                os.close(w)
+    ok(cli(state_root, "delete", cid))
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
+@pytest.mark.parametrize("no_new_keyring", [False, True])
+def test_session_keyring(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper,
+                         no_new_keyring: bool) -> None:
+    """As runc, the init joins a new session keyring ``_ses.<id>`` (so a container does not
+    share the caller's); ``--no-new-keyring`` keeps the caller's."""
+    masked = [p for p in config_of(bundle(["true"]))["linux"]["maskedPaths"] if p != "/proc/keys"]
+    b = bundle(["cat", "/proc/keys"], linux={"maskedPaths": masked})
+    pid, out = create_piped(state_root, b, cid, reaper, *(["--no-new-keyring"] if no_new_keyring else []))
+    with out:
+        ok(cli(state_root, "start", cid))
+        assert reaper.wait(pid) == 0
+        keys = out.read().decode()
+    ok(cli(state_root, "delete", cid))
+    ours = [line for line in keys.splitlines() if line.endswith(f" _ses.{cid}: empty")]
+    if no_new_keyring:
+        assert ours == [], keys
+    else:
+        assert len(ours) == 1 and " perm 3f1b0000 " in ours[0], keys  # runc's: + search for the uid
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
+def _pidfd_listener(path: Path) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    return listener
+
+
+def _receive_pidfd(listener: socket.socket) -> tuple[bytes, int]:
+    """The one message a --pidfd-socket gets: its text and the pidfd attached."""
+    conn, _ = listener.accept()
+    with conn:
+        msg, fds, _, _ = socket.recv_fds(conn, 64, 1)
+    assert len(fds) == 1
+    return msg, fds[0]
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_pidfd_socket(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper, tmp_path: Path,
+                      command: str) -> None:
+    """runc 1.2's --pidfd-socket: one message "standard" carrying a pidfd of the init, which
+    the manager can signal; a socket nobody listens on fails the call and leaves nothing."""
+    b = bundle(SLEEP)
+    extra = ["-d"] if command == "run" else []
+    r = cli(state_root, command, *extra, "--pidfd-socket", str(tmp_path / "nobody"), "-b", str(b), cid)
+    assert r.returncode == 1 and "pidfd socket" in error_text(r.stderr)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+    with _pidfd_listener(tmp_path / "pidfd.sock") as listener:
+        ok(cli(state_root, command, *extra, "--pidfd-socket", str(tmp_path / "pidfd.sock"), "-b", str(b),
+               "--pid-file", str(tmp_path / "pid"), cid))
+        pid = reaper.track(int((tmp_path / "pid").read_text()))
+        msg, pidfd = _receive_pidfd(listener)
+    try:
+        assert msg == b"standard"
+        assert os.readlink(f"/proc/self/fdinfo/{pidfd}".replace("fdinfo", "fd")) == "anon_inode:[pidfd]"
+        fdinfo = dict(line.split(":\t", 1) for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines())
+        assert int(fdinfo["Pid"]) == pid
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    assert reaper.wait(pid) == -signal.SIGKILL
+    assert state_of(state_root, cid)["status"] == "stopped"
+    ok(cli(state_root, "delete", cid))
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
+def test_exec_pidfd_socket(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper, tmp_path: Path) -> None:
+    """``exec --pidfd-socket``: "setns" and a pidfd of the exec'd process."""
+    b = bundle(SLEEP)
+    pid = create(state_root, b, cid, reaper)
+    try:
+        ok(cli(state_root, "start", cid))
+        with _pidfd_listener(tmp_path / "pidfd.sock") as listener:
+            ok(cli(state_root, "exec", "-d", "--pidfd-socket", str(tmp_path / "pidfd.sock"), "--pid-file",
+                   str(tmp_path / "exec.pid"), cid, "sleep", "1000"))
+            msg, pidfd = _receive_pidfd(listener)
+        exec_pid = reaper.track(int((tmp_path / "exec.pid").read_text()))
+        try:
+            assert msg == b"setns"
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+        assert reaper.wait(exec_pid) == -signal.SIGKILL
+    finally:
+        force_delete(state_root, cid, reaper, pid)
     assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)

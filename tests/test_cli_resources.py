@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -137,8 +138,28 @@ def test_update_resources_file_errors_name_the_field(state_root: Path, bundle: B
         doc.write_text("{")
         r = cli(state_root, "update", "-r", str(doc), cid)
         assert r.returncode == 1 and "not valid JSON" in error_text(r.stderr)
-        r = cli(state_root, "update", "--kernel-memory", "10m", cid)
-        assert r.returncode == 1 and "ignores kernel memory limits" in error_text(r.stderr)
+    finally:
+        force_delete(state_root, cid, reaper, pid)
+
+
+def test_kernel_memory_is_ignored_with_a_warning_as_runc(state_root: Path, bundle: BundleFactory, cid: str,
+                                                          reaper: Reaper, tmp_path: Path) -> None:
+    """runc 1.1 logs "Kernel memory settings are ignored" and goes on; so do we, on the
+    --log file in its format, or on stderr without one."""
+    b = bundle(SLEEP, linux={"resources": {"memory": {"limit": 64 << 20, "kernel": 32 << 20}}})
+    log = tmp_path / "log.json"
+    pid_file = tmp_path / "pid"
+    ok(cli(None, "--root", str(state_root), "--log", str(log), "--log-format", "json",
+           "create", "-b", str(b), "--pid-file", str(pid_file), cid))
+    pid = reaper.track(int(pid_file.read_text()))
+    try:
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [(x["level"], x["msg"]) for x in lines] == [
+            ("warning", "linux.resources.memory.kernel: kernel memory settings are ignored and will be removed")]
+        assert int(files(cgroups_path_of(b))[("memory", "memory.limit_in_bytes")]) == 64 << 20
+        r = ok(cli(state_root, "update", "--kernel-memory", "10m", "--memory", "96m", cid))
+        assert re.search(r'level=warning msg=".*memory.kernel: kernel memory settings are ignored', r.stderr)
+        assert int(files(cgroups_path_of(b))[("memory", "memory.limit_in_bytes")]) == 96 << 20
     finally:
         force_delete(state_root, cid, reaper, pid)
 

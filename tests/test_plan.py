@@ -19,6 +19,7 @@ import pytest
 from aioruntime import plan
 from aioruntime.errors import ConfigError
 from aioruntime.plan import (
+    WaitMapsStep,
     CLONE_NEWCGROUP,
     DEFAULT_PATH,
     MS_BIND,
@@ -789,3 +790,28 @@ def test_go_comes_before_the_process_settings_without_a_cgroup_mount(rootfs: Pat
     go = next(i for i, s in enumerate(p.steps) if isinstance(s, WaitGoStep))
     first_process_step = next(i for i, s in enumerate(p.steps) if isinstance(s, (RlimitStep, ChdirStep, UserStep)))
     assert go < first_process_step
+
+
+def test_session_keyring_is_joined_first_with_runcs_permissions(rootfs: Path) -> None:
+    """A new session keyring (runc's default; none with --no-new-keyring): first of all steps,
+    after the id maps in a user namespace, where "other" may search it instead of the uid."""
+    spec = spec_of(rootfs)
+    assert plan.SessionKeyringStep not in {type(s) for s in build(spec, bundle=str(rootfs.parent)).steps}
+    p = build(spec, bundle=str(rootfs.parent), session_keyring="_ses.c1")
+    assert p.steps[0] == plan.SessionKeyringStep("_ses.c1", plan.KEY_USR_SEARCH)
+    namespaces = [*default_spec()["linux"]["namespaces"], {"type": "user"}]
+    userns = spec_of(rootfs, linux={"namespaces": namespaces, "uidMappings": [
+        {"containerID": 0, "hostID": 1000, "size": 1}], "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]})
+    steps = build(userns, bundle=str(rootfs.parent), session_keyring="_ses.c1").steps
+    assert steps[:2] == (WaitMapsStep(), plan.SessionKeyringStep("_ses.c1", plan.KEY_OTH_SEARCH))
+    codes = ops_in_header()
+    records = decode(encode(p, codes, 40), {v: k for k, v in codes.items()})
+    assert records[0] == ("SESSION_KEYRING", (plan.KEY_USR_SEARCH,), ("_ses.c1",))
+
+
+def test_exec_joins_the_inits_session_keyring(rootfs: Path) -> None:
+    spec = spec_of(rootfs)
+    assert spec.process is not None
+    common: dict[str, Any] = {"linux": spec.linux, "rootfs": str(rootfs), "init_pid": 1, "cgroup1": (), "cgroup2": ""}
+    assert plan.build_exec(spec.process, **common, session_keyring="_ses.c1").steps[0] == plan.SessionKeyringStep("_ses.c1")
+    assert not any(isinstance(s, plan.SessionKeyringStep) for s in plan.build_exec(spec.process, **common).steps)

@@ -23,7 +23,7 @@ from aioruntime import ConfigError, Container, InvalidStateError
 from aioruntime._native import lib
 from aioruntime.cgroups import devices as devs
 from aioruntime.cgroups.resources import DeviceChange, apply_devices
-from aioruntime.errors import ResourceError
+from aioruntime.errors import IgnoredSettingWarning, ResourceError
 from aioruntime.events import OOM, Exited
 from aioruntime.spec.resources import (
     CPU,
@@ -249,7 +249,6 @@ async def test_oom_disabled_and_memory_limit_minus_one(bundle: BundleFactory, st
 @pytest.mark.parametrize(
     ("resources", "field", "words"),
     [
-        ({"memory": {"kernel": 64 << 20}}, "linux.resources.memory.kernel", "ignores kernel memory limits"),
         ({"blockIO": {"leafWeight": 500}}, "linux.resources.blockIO.leafWeight", "no blkio.leaf_weight"),
         # no 4 MB pages here; without a hugetlb hierarchy (others may mount one) no controller either
         ({"hugepageLimits": [{"pageSize": "4MB", "limit": 1 << 22}]}, "linux.resources.hugepageLimits",
@@ -411,9 +410,6 @@ async def test_update_refused_by_the_kernel_changes_nothing(
         with pytest.raises(ResourceError) as e:  # below what the container uses
             await c.update(Resources(pids=Pids(limit=9), memory=Memory(limit=4096)))
         assert e.value.field == "linux.resources.memory.limit" and "uses now" in str(e.value)
-        with pytest.raises(ResourceError) as e:  # accepted by the file, ignored by the kernel
-            await c.update(Resources(memory=Memory(kernel=32 << 20), pids=Pids(limit=9)))
-        assert e.value.field == "linux.resources.memory.kernel"
         assert value(b, "memory", "memory.limit_in_bytes") == str(64 << 20)
         assert value(b, "cpu", "cpu.shares") == "1024"
         assert value(b, "pids", "pids.max") == "50"
@@ -501,11 +497,23 @@ def test_v2_memory_plan_converts_swap_as_runc(tmp_path: Path) -> None:
     with pytest.raises(ResourceError) as e:
         v2.memory(Memory(limit=64 << 20), checked, d, "linux.resources.memory")
     assert e.value.field == "linux.resources.memory.limit" and "checkBeforeUpdate" in str(e.value)
-    for field, record in (("swappiness", Memory(swappiness=10)), ("kernelTCP", Memory(kernel_tcp=1 << 20)),
-                          ("disableOOMKiller", Memory(disable_oom_killer=True))):
+    for field, record in (("swappiness", Memory(swappiness=10)), ("disableOOMKiller", Memory(disable_oom_killer=True))):
         with pytest.raises(ResourceError) as e:
             v2.memory(record, record, d, "linux.resources.memory")
         assert e.value.field == f"linux.resources.memory.{field}" and "cgroup v2 has no" in str(e.value)
+
+
+def test_kernel_tcp_is_applied_where_v1_has_it_and_ignored_with_a_warning_elsewhere(tmp_path: Path) -> None:
+    from aioruntime.cgroups.resources import _without_ignored_kernel_memory as without
+
+    d = fake_cgroup(tmp_path / "cg", {"memory.kmem.tcp.limit_in_bytes": "0\n"})
+    m = Memory(limit=1 << 30, kernel_tcp=1 << 20)
+    assert without(m, d, 1, "linux.resources.memory") == m
+    for version, directory in ((2, d), (1, str(tmp_path))):
+        with pytest.warns(IgnoredSettingWarning, match=r"^linux\.resources\.memory\.kernelTCP: kernel memory settings"):
+            assert without(m, directory, version, "linux.resources.memory") == Memory(limit=1 << 30)
+    with pytest.warns(IgnoredSettingWarning, match=r"memory\.kernel and linux\.resources\.memory\.kernelTCP: "):
+        assert without(Memory(kernel=1, kernel_tcp=1), d, 2, "linux.resources.memory") == Memory()
 
 
 def test_v2_cpu_and_io_plans(tmp_path: Path) -> None:
@@ -541,3 +549,21 @@ def test_v2_oom_watch_counts_memory_events(tmp_path: Path) -> None:
         assert watch.read() == 0 and watch.gone
     finally:
         watch.close()
+
+
+async def test_kernel_memory_limits_are_ignored_with_a_warning_as_runc(
+    bundle: BundleFactory, state_root: Path, cid: str
+) -> None:
+    """runc 1.1 drops memory.kernel (Linux 6.x no longer enforces memory.kmem.limit_in_bytes)
+    with a warning; the rest of the section is applied, at create and at update."""
+    resources = {"memory": {"limit": 64 << 20, "kernel": 32 << 20}}
+    b = bundle(SLEEP, linux={"resources": resources})
+    with pytest.warns(IgnoredSettingWarning, match=r"linux\.resources\.memory\.kernel: kernel memory settings are ignored"):
+        c = await started(b, cid, state_root)
+    try:
+        assert value(b, "memory", "memory.limit_in_bytes") == str(64 << 20)
+        with pytest.warns(IgnoredSettingWarning, match=r"memory\.kernel"):
+            await c.update(Resources(memory=Memory(kernel=16 << 20, limit=96 << 20)))
+        assert value(b, "memory", "memory.limit_in_bytes") == str(96 << 20)
+    finally:
+        await c.delete(force=True)

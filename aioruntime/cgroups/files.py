@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from ..errors import ResourceError
@@ -111,10 +111,9 @@ def revert(undo: Undo) -> None:
             pass  # best effort: the error being raised says what failed
 
 
-def apply(writes: Sequence[Write], *, undo: bool = True, verify: Callable[[Write], str | None] | None = None) -> Undo:
+def apply(writes: Sequence[Write], *, undo: bool = True) -> Undo:
     """Make ``writes`` in order and return their undo; on a refusal put back the ones made
-    and raise ResourceError. ``undo=False`` for a new cgroup, which is removed instead.
-    ``verify`` reads a write back: a message when the kernel took it without applying it."""
+    and raise ResourceError. ``undo=False`` for a new cgroup, which is removed instead."""
     done: Undo = []
     for w in writes:
         before = _undo(w.path, w.value, read(w.path)) if undo else None
@@ -125,8 +124,4 @@ def apply(writes: Sequence[Write], *, undo: bool = True, verify: Callable[[Write
             raise _refused(w, e) from None
         if before is not None:
             done.insert(0, (w.path, before))
-        problem = verify(w) if verify else None
-        if problem:
-            revert(done)
-            raise ResourceError(w.field, problem)
     return done

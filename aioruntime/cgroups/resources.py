@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from .._native import ffi, lib
-from ..errors import ResourceError
+from ..errors import IgnoredSettingWarning, ResourceError
 from ..spec.check import child
 from ..spec.model import Spec
-from ..spec.resources import DeviceRule, Resources, to_dict
+from ..spec.resources import DeviceRule, Memory, Resources, to_dict
 from . import devices as devs
 from . import files, v1, v2
 from .files import Write, need
@@ -35,7 +35,8 @@ def plan(change: Resources, merged: Resources, cg: Cgroup, field: str = "linux.r
     if change.memory is not None:
         d, version, at = where("memory", "memory")
         assert merged.memory is not None
-        out += v1.memory(change.memory, d, at) if version == 1 else v2.memory(change.memory, merged.memory, d, at)
+        m = _without_ignored_kernel_memory(change.memory, d, version, at)
+        out += v1.memory(m, d, at) if version == 1 else v2.memory(m, merged.memory, d, at)
     c = change.cpu
     if c is not None:
         if (c.shares, c.quota, c.burst, c.period, c.realtime_runtime, c.realtime_period, c.idle) != (None,) * 7:
@@ -77,10 +78,20 @@ def plan(change: Resources, merged: Resources, cg: Cgroup, field: str = "linux.r
     return out
 
 
-def _kernel_memory_ignored(w: Write) -> str | None:
-    if os.path.basename(w.path) == "memory.kmem.limit_in_bytes" and v1.kernel_memory_ignored(w):
-        return "this kernel accepts but ignores kernel memory limits (memory.kmem.limit_in_bytes): remove the field"
-    return None
+def _without_ignored_kernel_memory(m: Memory, d: str, version: int, field: str) -> Memory:
+    """As runc 1.1: kernel memory limits are ignored, with a warning. Linux 6.x still has
+    memory.kmem.limit_in_bytes but no longer enforces it, and cgroup v2 has neither limit;
+    the kernel TCP limit still works on v1, so it is applied there."""
+    ignored = ["kernel"] if m.kernel is not None else []
+    if m.kernel_tcp is not None and (version == 2 or not os.path.exists(os.path.join(d, "memory.kmem.tcp.limit_in_bytes"))):
+        ignored.append("kernelTCP")
+    if not ignored:
+        return m
+    import warnings
+
+    names = " and ".join(child(field, name) for name in ignored)
+    warnings.warn(f"{names}: kernel memory settings are ignored and will be removed", IgnoredSettingWarning, stacklevel=2)
+    return m._replace(kernel=None, kernel_tcp=None if "kernelTCP" in ignored else m.kernel_tcp)
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ def apply(
     """Plan, check, then write ``change`` (and the device rules): all of it or, on any
     refusal, nothing (a new cgroup is removed by its caller instead of undone)."""
     writes = plan(change, merged, cg)
-    undo = files.apply(writes, undo=not new_cgroup, verify=_kernel_memory_ignored)
+    undo = files.apply(writes, undo=not new_cgroup)
     if devices is not None:
         try:
             apply_devices(devices)

@@ -18,10 +18,6 @@ def memory(m: Memory, d: str, field: str) -> list[Write]:
         return child(field, name)
 
     out: list[Write] = []
-    if m.kernel is not None:
-        # recent kernels keep the file but ignore what is written to it: resources.py reads it back
-        path = need(d, "memory.kmem.limit_in_bytes", at("kernel"), "this kernel has no kernel memory limits")
-        out.append(Write(at("kernel"), path, str(m.kernel)))
     limit, swap = m.limit, m.swap
     if limit == -1 and swap is None and os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
         swap = -1  # as runc: unlimited memory means unlimited swap too
@@ -45,13 +41,6 @@ def memory(m: Memory, d: str, field: str) -> list[Write]:
         path = need(d, "memory.use_hierarchy", at("useHierarchy"))
         out.append(Write(at("useHierarchy"), path, "1" if m.use_hierarchy else "0"))
     return out
-
-
-def kernel_memory_ignored(w: Write) -> bool:
-    """Whether the kernel took a kernel memory limit without applying it (recent kernels)."""
-    want = int(w.value)
-    have = int(read(w.path))
-    return want >= 0 and have != want - want % os.sysconf("SC_PAGE_SIZE")
 
 
 def scalars(record: tuple[object, ...], files: tuple[tuple[str, str], ...], d: str, field: str) -> list[Write]:

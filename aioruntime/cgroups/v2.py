@@ -29,10 +29,6 @@ def memory(m: Memory, merged: Memory, d: str, field: str) -> list[Write]:
     def at(name: str) -> str:
         return child(field, name)
 
-    if m.kernel is not None:
-        raise _none(at("kernel"), "kernel memory limit")
-    if m.kernel_tcp is not None:
-        raise _none(at("kernelTCP"), "kernel TCP memory limit")
     if m.swappiness is not None:
         raise _none(at("swappiness"), "per-cgroup swappiness")
     if m.disable_oom_killer:

@@ -57,17 +57,31 @@ class Log:
         self.path, self.fmt = path, fmt
 
     def error(self, msg: str) -> None:
+        if self._line("error", msg):
+            print(msg, file=sys.stderr)
+
+    def warning(self, msg: str) -> None:
+        self._line("warning", msg)
+
+    def _line(self, level: str, msg: str) -> bool:
+        """Write one line (logrus's shape) to the log file, or else stderr; whether to the file."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            line = json.dumps({"level": "error", "msg": msg, "time": stamp}, separators=(",", ":"))
+            line = json.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
         else:
-            line = f"time={json.dumps(stamp)} level=error msg={json.dumps(msg)}"
+            line = f"time={json.dumps(stamp)} level={level} msg={json.dumps(msg)}"
         if self.path:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
-            print(msg, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
+            return True
+        print(line, file=sys.stderr)
+        return False
+
+    def take_warnings(self) -> None:
+        """The library's warnings (a kernel memory limit ignored, as runc does) as log lines."""
+        import warnings
+
+        warnings.showwarning = lambda message, *_, **__: self.warning(str(message))
 
 
 def _signal_number(text: str) -> int:
@@ -107,6 +121,28 @@ def _check_terminal(terminal: bool, detach: bool, console_socket: str | None) ->
         raise AioRuntimeError("cannot use console socket if runc will not detach or allocate tty")
 
 
+class PidfdSocket:
+    """runc 1.2's ``--pidfd-socket``: connected before anything starts (a bad path fails
+    early), then one message carrying a pidfd of the process: "standard" for an init,
+    "setns" for an exec, as runc's init sends it."""
+
+    def __init__(self, path: str | None) -> None:
+        from .. import spawn
+
+        self.sock = -1 if path is None else spawn.connect_socket(path, "pidfd socket")
+
+    def send(self, pidfd: int, kind: bytes) -> None:
+        from .. import spawn
+
+        if self.sock >= 0:
+            spawn.send_fd(self.sock, pidfd, kind, "the pidfd to the pidfd socket")
+
+    def close(self) -> None:
+        if self.sock >= 0:
+            os.close(self.sock)
+            self.sock = -1
+
+
 def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
     """create a container from the bundle; the Creation holds a pidfd on its init (our child)
     and, in the foreground with a terminal, the pty master."""
@@ -119,17 +155,22 @@ def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
     _check_terminal(spec.process is not None and spec.process.terminal, detach, console)
     creation = Creation(
         store, cid, bundle, no_pivot=bool(f["no_pivot"]), preserve_fds=_preserve_fds(f), spec=spec,
-        console_socket=console,
+        console_socket=console, no_new_keyring=bool(f["no_new_keyring"]),
     )
-    state = creation.run()
-    if isinstance(f["pid_file"], str):
+    pidfd_socket = PidfdSocket(_opt(f, "pidfd_socket"))
+    try:
+        state = creation.run()
         try:
-            _write_pid_file(f["pid_file"], state.pid)
+            if isinstance(f["pid_file"], str):
+                _write_pid_file(f["pid_file"], state.pid)
+            pidfd_socket.send(creation.pidfd, b"standard")
         except OSError:
             from ..ops import lifecycle
 
             lifecycle.delete(store, cid, force=True)
             raise
+    finally:
+        pidfd_socket.close()
     return creation
 
 
@@ -219,14 +260,19 @@ def _exec(p: Parsed, store: Store) -> int:
     from .foreground import Forwarder
 
     signals = None if detach else Forwarder()
-    started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
-    pid_file = _opt(f, "pid_file")
-    if pid_file is not None:
+    pidfd_socket = PidfdSocket(_opt(f, "pidfd_socket"))
+    try:
+        started = Execution(store, cid, process, preserve_fds=_preserve_fds(f), console_socket=console).run()
+        pid_file = _opt(f, "pid_file")
         try:
-            _write_pid_file(pid_file, started.pid)
+            if pid_file is not None:
+                _write_pid_file(pid_file, started.pid)
+            pidfd_socket.send(started.pidfd, b"setns")
         except OSError:
             _terminate(started.pidfd)
             raise
+    finally:
+        pidfd_socket.close()
     if signals is None:
         return 0
     return signals.wait(started.pidfd, started.terminal)
@@ -339,6 +385,14 @@ def cmd_list(p: Parsed, store: Store) -> int:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         rows += [[s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]] for s in states]
         sys.stdout.write(_table(rows))
+    return 0
+
+
+def cmd_features(p: Parsed, store: Store) -> int:
+    """runc features: what the runtime implements, as the OCI features JSON (4-space indent, as runc)."""
+    from ..features import features
+
+    sys.stdout.write(json.dumps(features(), indent=4) + "\n")
     return 0
 
 
@@ -587,12 +641,14 @@ GLOBAL_FLAGS = (
 )
 _ID = ("id",)
 _CONSOLE_SOCKET = Flag(("console-socket",), "PATH", "unix socket that receives the pty master (SCM_RIGHTS)")
+_PIDFD_SOCKET = Flag(("pidfd-socket",), "PATH", "unix socket that receives a pidfd of the process (SCM_RIGHTS)")
 _CREATE_FLAGS = (
     Flag(("bundle", "b"), "DIR", "path to the bundle directory", "."),
     Flag(("pid-file",), "FILE", "write the init's pid to this file"),
     _CONSOLE_SOCKET,
+    _PIDFD_SOCKET,
     Flag(("no-pivot",), None, "move+chroot instead of pivot_root (ramfs roots)", False),
-    Flag(("no-new-keyring",), None, "accepted; no session keyring is made", False),
+    Flag(("no-new-keyring",), None, "keep the caller's session keyring instead of a new one", False),
     Flag(("preserve-fds",), "N", "pass N fds beyond stdio to the process", "0"),
     HELP,
 )
@@ -612,6 +668,7 @@ COMMANDS: dict[str, Command] = {
         "run a process in a running container",
         (
             _CONSOLE_SOCKET,
+            _PIDFD_SOCKET,
             Flag(("cwd",), "DIR", "working directory in the container"),
             Flag(("env", "e"), "NAME=VALUE", "set an environment variable (repeatable)", many=True),
             Flag(("tty", "t"), None, "allocate a pseudo-terminal", False),
@@ -652,6 +709,7 @@ COMMANDS: dict[str, Command] = {
         ),
         (),
     ),
+    "features": Command("print the features this runtime implements (OCI features JSON)", (HELP,), ()),
     "spec": Command(
         "write a default config.json",
         (
@@ -668,8 +726,8 @@ COMMANDS: dict[str, Command] = {
             Flag(("memory",), "BYTES", "memory limit (64m, 1g, -1 for none)"),
             Flag(("memory-swap",), "BYTES", "memory+swap limit; -1 for unlimited swap"),
             Flag(("memory-reservation",), "BYTES", "memory soft limit"),
-            Flag(("kernel-memory",), "BYTES", "kernel memory limit (refused by kernels that ignore it)"),
-            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit"),
+            Flag(("kernel-memory",), "BYTES", "kernel memory limit: ignored with a warning, as by runc 1.1"),
+            Flag(("kernel-memory-tcp",), "BYTES", "kernel TCP buffer memory limit (cgroup v1; ignored with a warning elsewhere)"),
             Flag(("cpu-share", "cpu-shares"), "N", "CPU shares (relative weight)"),
             Flag(("cpu-period",), "USECS", "CFS period"),
             Flag(("cpu-quota",), "USECS", "CFS quota per period; -1 for none"),
@@ -740,12 +798,16 @@ HANDLERS: dict[str, Handler] = {
     "kill": cmd_kill,
     "delete": cmd_delete,
     "list": cmd_list,
+    "features": cmd_features,
     "spec": cmd_spec,
     "update": cmd_update,
     "pause": _freeze_command,
     "resume": _freeze_command,
     "events": cmd_events,
 }
+
+
+_APPLY_RESOURCES = frozenset({"create", "run", "update", "restore"})  # the commands that may warn
 
 
 def _version() -> NoReturn:
@@ -782,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         os._exit(1)
     g = parsed.globals
     log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
+    if parsed.command in _APPLY_RESOURCES:
+        log.take_warnings()
     try:
         code = HANDLERS[parsed.command](parsed, Store(str(g["root"])))
     except CommandError as e:

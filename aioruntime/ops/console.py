@@ -20,14 +20,14 @@ class Console:
         if socket_path is not None:
             if not process.terminal:
                 raise ConfigError("process.terminal", "a console socket was given but the process has no terminal")
-            self._sock = spawn.connect_console(socket_path)
+            self._sock = spawn.connect_socket(socket_path)
 
     def receive(self, init: spawn.Init) -> None:
         """Read the process's ready report (SpawnError if it failed) and the master with it."""
         master = spawn.read_report(init)
         if master >= 0 and self._sock >= 0:
             try:
-                spawn.send_console(self._sock, master)
+                spawn.send_fd(self._sock, master)
             finally:
                 os.close(master)
             master = -1

@@ -55,9 +55,13 @@ class Creation:
         preserve_fds: int = 0,
         spec: Spec | None = None,
         console_socket: str | None = None,
+        no_new_keyring: bool = False,
     ) -> None:
+        """``no_new_keyring``: the init keeps the caller's session keyring instead of joining
+        a new one of its own (runc's ``--no-new-keyring``)."""
         self.store = store
         self.id = check_id(container_id)
+        self.session_keyring = "" if no_new_keyring else f"_ses.{self.id}"  # runc's name
         self.bundle = os.path.abspath(os.fspath(bundle))
         self.stdio = stdio
         self.no_pivot = no_pivot
@@ -75,7 +79,8 @@ class Creation:
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
         rootless = os.geteuid() != 0
-        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot, rootless=rootless)
+        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot,
+                              rootless=rootless, session_keyring=self.session_keyring)
         assert spec.process is not None  # build() checked
         self.console = Console(spec.process, self.console_socket)
         try:
@@ -90,6 +95,7 @@ class Creation:
                 config=spec.to_dict(),
                 cgroup_paths=paths,
                 annotations=dict(spec.annotations),
+                session_keyring=self.session_keyring,
             )
             if rootless:
                 plan = self._rootless_cgroups(spec, plan)
@@ -119,7 +125,8 @@ class Creation:
             made = tuple(cgroups.create(self.state.cgroup_paths))
         except CgroupError:
             self.state = self.state._replace(cgroup_paths={})
-            return planning.build(spec, bundle=self.bundle, no_pivot=self.no_pivot, rootless=True)
+            return planning.build(spec, bundle=self.bundle, no_pivot=self.no_pivot, rootless=True,
+                                  session_keyring=self.session_keyring)
         self.state = self.state._replace(cgroups_made=made)
         return plan
 

@@ -133,6 +133,7 @@ class Execution:
                         cgroup1=[d for mp, d in state.cgroup_paths.items() if mp not in v2],
                         cgroup2=locate(state.cgroup_paths).unified or "",
                         rootless=os.geteuid() != 0,
+                        session_keyring=state.session_keyring,
                     )
                     self.child = spawn.exec_(plan, stdio=self.stdio, preserve_fds=self.preserve_fds)
                     # the namespaces were opened by pid: the init still there shows they were its own
