@@ -57,17 +57,35 @@ class Log:
         self.path, self.fmt = path, fmt
 
     def error(self, msg: str) -> None:
+        self._write("error", msg)
+
+    def warning(self, msg: str) -> None:
+        """What went wrong without failing the command (a poststop hook)."""
+        self._write("warning", msg)
+
+    def _write(self, level: str, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            line = json.dumps({"level": "error", "msg": msg, "time": stamp}, separators=(",", ":"))
+            line = json.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
         else:
-            line = f"time={json.dumps(stamp)} level=error msg={json.dumps(msg)}"
+            line = f"time={json.dumps(stamp)} level={level} msg={json.dumps(msg)}"
         if self.path:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
             print(msg, file=sys.stderr)
         else:
             print(line, file=sys.stderr)
+
+
+LOG = Log(None, "text")  # main() sets the one the flags ask for
+
+
+def _delete(store: Store, cid: str, *, force: bool = False) -> None:
+    """Delete the container; a poststop hook that failed is a warning."""
+    from ..ops import lifecycle
+
+    for failed in lifecycle.delete(store, cid, force=force):
+        LOG.warning(str(failed))
 
 
 def _signal_number(text: str) -> int:
@@ -126,9 +144,7 @@ def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
         try:
             _write_pid_file(f["pid_file"], state.pid)
         except OSError:
-            from ..ops import lifecycle
-
-            lifecycle.delete(store, cid, force=True)
+            _delete(store, cid, force=True)
             raise
     return creation
 
@@ -156,7 +172,7 @@ def cmd_run(p: Parsed, store: Store) -> int:
     try:
         lifecycle.start(store, cid)
     except BaseException:
-        lifecycle.delete(store, cid, force=True)
+        _delete(store, cid, force=True)
         raise
     if signals is None:
         return 0
@@ -170,12 +186,11 @@ def _foreground(
 ) -> int:
     """Wait for our child init (relaying its terminal, forwarding signals); delete it unless
     ``keep``; its status as runc exits with it."""
-    from ..ops import lifecycle
     from .foreground import Forwarder
 
     code = (signals or Forwarder()).wait(pidfd, master)
     if not keep:
-        lifecycle.delete(store, cid, force=True)
+        _delete(store, cid, force=True)
     return code
 
 
@@ -293,10 +308,9 @@ def cmd_kill(p: Parsed, store: Store) -> int:
 
 
 def cmd_delete(p: Parsed, store: Store) -> int:
-    from ..ops import lifecycle
 
     try:
-        lifecycle.delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
+        _delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
     except ContainerNotFoundError:
         if p.flags["force"]:
             return 0
@@ -517,7 +531,6 @@ def _criu(p: Parsed) -> str | None:
 
 def cmd_checkpoint(p: Parsed, store: Store) -> int:
     from ..criu.swrk import blocking
-    from ..ops import lifecycle
     from ..ops.checkpoint import CheckpointOptions, checkpoint
 
     cid, f = _str(p.args, "id"), p.flags
@@ -537,7 +550,7 @@ def cmd_checkpoint(p: Parsed, store: Store) -> int:
         manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
     )
     if blocking(checkpoint(store, cid, options, criu=_criu(p))):
-        lifecycle.delete(store, cid, force=True)  # as runc: the images are what is left
+        _delete(store, cid, force=True)  # as runc: the images are what is left
     return 0
 
 
@@ -545,7 +558,6 @@ def cmd_restore(p: Parsed, store: Store) -> int:
     """Restore with our stdio as the init's; the init is our child (CRIU's rst_sibling), so
     without -d we wait for it like ``run``, and with -d our caller's subreaper gets it."""
     from ..criu.swrk import blocking
-    from ..ops import lifecycle
     from ..ops.restore import RestoreOptions, restore
 
     cid, f = _str(p.args, "id"), p.flags
@@ -566,7 +578,7 @@ def cmd_restore(p: Parsed, store: Store) -> int:
         try:
             _write_pid_file(f["pid_file"], restored.state.pid)
         except OSError:
-            lifecycle.delete(store, cid, force=True)
+            _delete(store, cid, force=True)
             raise
     if f["detach"]:
         return 0
@@ -781,7 +793,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.stderr.write(f"aioruntime: invalid log-format: {parsed.globals['log_format']}\n")
         os._exit(1)
     g = parsed.globals
-    log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
+    global LOG
+    log = LOG = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
     try:
         code = HANDLERS[parsed.command](parsed, Store(str(g["root"])))
     except CommandError as e:
