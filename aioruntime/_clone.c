@@ -661,6 +661,15 @@ static int collect(int fd, char *out, size_t size, size_t *got)
     }
 }
 
+/* ``from`` as fd ``to``, without close-on-exec (dup2 onto itself would keep it). */
+static void onto(int from, int to)
+{
+    if (from == to)
+        fcntl(to, F_SETFD, 0);
+    else
+        dup2(from, to);
+}
+
 /* Run one hook as our child: execve its path (resolved in our mount namespace and root as
  * they are now), its state on stdin with our pid (runc's init reports getpid()), stdout
  * and stderr collected. Its exit is watched through a pidfd, polled with the timeout: on
@@ -698,9 +707,9 @@ static void run_hook(struct child *c, const struct record *r)
     if (child == 0) {
         sa.sa_handler = SIG_DFL;
         sigaction(SIGPIPE, &sa, NULL);
-        dup2(in[0], 0);
-        dup2(outp[1], 1);
-        dup2(outp[1], 2);
+        onto(in[0], 0);
+        onto(outp[1], 1);
+        onto(outp[1], 2);
         syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC); /* the preserved fds too */
         execve(r->strs[1], (char *const *)argv, (char *const *)envp);
         static const char msg[] = "cannot execute the hook: ";
