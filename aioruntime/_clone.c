@@ -742,6 +742,7 @@ static void run_hook(struct child *c, const struct record *r)
             }
             wait = left > INT_MAX ? INT_MAX : (int)left;
         }
+        p[0].revents = p[1].revents = p[2].revents = 0;
         if (poll(p, 3, wait) < 0 && errno != EINTR)
             fail(c, "hook poll", r->strs[1], errno);
         if (p[2].revents && feed_more(&f, p[2].fd)) {
