@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from helpers import AIORUNTIME, BundleFactory, assert_no_leftovers, cgroups_path_of
 
 from aioruntime.container import Container
-from aioruntime.errors import HookError
+from aioruntime.errors import HookError, SpawnError
 from aioruntime.spec import default_spec
 from aioruntime.status import Status
 
@@ -175,6 +176,32 @@ async def test_missing_hook(bundle: BundleFactory, state_root: Path, cid: str, k
     assert_no_leftovers(state_root, cid, cgroups_path_of(b))
 
 
+async def test_init_failing_before_the_hooks_point(
+    bundle: BundleFactory, tmp_path: Path, state_root: Path, cid: str
+) -> None:
+    """A mount that fails in the init: its error, and no prestart hook ran."""
+    log = tmp_path / "log"
+    mounts = default_spec()["mounts"] + [{"destination": "/x", "type": "nosuchfs", "source": "none"}]
+    b = bundle(["true"], hooks={"prestart": [hook(logger(log, "prestart"))]}, mounts=mounts)
+    with pytest.raises(SpawnError, match="mount"):
+        await Container(cid, b, root=state_root).create()
+    assert not log.exists()
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+
+
+async def test_start_container_timeout(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    b = bundle(["true"], hooks={"startContainer": [hook("exec sleep 1000", timeout=1)]})
+    c = Container(cid, b, root=state_root)
+    await c.create()
+    pid = c.pid
+    with pytest.raises(HookError) as e:
+        await c.start()
+    assert (e.value.kind, e.value.timed_out) == ("startContainer", True)
+    await c.wait()
+    await c.delete()
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b), pid=pid)
+
+
 async def test_failing_start_container_hook_fails_start(
     bundle: BundleFactory, tmp_path: Path, state_root: Path, cid: str
 ) -> None:
@@ -265,9 +292,10 @@ async def test_cancelled_during_a_prestart_hook(bundle: BundleFactory, tmp_path:
 # --- the command line ----------------------------------------------------------------
 
 
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(root: Path, *args: str, command: tuple[str, ...] = (AIORUNTIME,)) -> subprocess.CompletedProcess[str]:
+    """Output into files: an init that inherits them and outlives the call cannot hold it open."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.run([AIORUNTIME, "--root", str(root), *args], stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.run([*command, "--root", str(root), *args], stdin=subprocess.DEVNULL, stdout=out,
                               stderr=err, timeout=GUARD, check=False)
         out.seek(0)
         err.seek(0)
@@ -306,4 +334,15 @@ def test_cli_poststop_failure_is_a_logged_warning(bundle: BundleFactory, tmp_pat
     assert r.returncode == 0
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(e["level"], e["msg"]) for e in entries] == [("warning", "poststop hook /bin/sh exited with status 1")]
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+
+
+def test_cli_with_hooks_does_not_import_asyncio(bundle: BundleFactory, tmp_path: Path, state_root: Path, cid: str) -> None:
+    b = bundle(["true"], hooks=all_hooks(tmp_path), **with_dir(tmp_path))
+    for args in (["create", "-b", str(b), cid], ["start", cid], ["delete", "-f", cid]):
+        r = cli(state_root, *args, command=(sys.executable, "-X", "importtime", "-m", "aioruntime.cli"))
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        imported = [line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+        assert "aioruntime.hooks" in imported and "asyncio" not in imported, args
+    assert len(lines(tmp_path / "log")) == 6
     assert_no_leftovers(state_root, cid, cgroups_path_of(b))
