@@ -54,6 +54,7 @@ def blocking(run: Run[T]) -> T:
 
 
 def state_json(state: Mapping[str, Any]) -> bytes:
+    """The state document as a hook reads it on stdin: compact JSON, no newline (as runc)."""
     return json.dumps(state, separators=(",", ":")).encode()
 
 

@@ -76,9 +76,13 @@ def releasing(store: Store, container_id: str) -> hooks.Run[None]:
         try:
             if pidfd is None:
                 raise AioRuntimeError(f"cannot start container {container_id}: its init has exited")
-            # the init is blocked opening the fifo for writing: it writes one byte, or it
-            # died (pidfd readable): either ends this wait
-            yield hooks.Wait((fifo, pidfd))
+            # the init is blocked opening the fifo for writing: it writes one byte at once,
+            # or it died (pidfd readable). Not yielded: done before a caller's loop can see
+            # the process exit, the fifo is gone by then (how events tell it was started)
+            poller = select.poll()
+            poller.register(fifo, select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            poller.poll()
             if not _read_some(fifo):
                 raise AioRuntimeError(f"cannot start container {container_id}: its init exited before start")
             os.unlink(store.fifo(container_id))
