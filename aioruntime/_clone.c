@@ -13,7 +13,13 @@
  *   parent -> child  'G' + fds    v1 tasks files opened: join them, go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo (exec: about to execve);
  *                                 carries the pty master (SCM_RIGHTS) with a TERMINAL step
+ *   child  -> parent 'H'          (HOOKS_POINT) mounts made, before pivot_root: the parent runs
+ *                                 the prestart and createRuntime hooks
+ *   parent -> child  'C'          hooks done: go on (EOF instead: exit quietly)
  *   child  -> parent struct aio_error   a step failed (then the child exits)
+ *   child  -> parent struct aio_hook_error   a createContainer hook failed
+ * After start the exec fifo carries what went wrong (a startContainer hook, struct
+ * aio_hook_error); its EOF (close-on-exec) tells start the process was exec'd.
  * EOF instead of 'G' means the parent died: the child exits quietly.
  */
 #define _GNU_SOURCE
@@ -28,6 +34,9 @@
 #include <linux/seccomp.h>
 #include <sys/personality.h>
 #include <linux/sched.h>
+#include <limits.h>
+#include <poll.h>
+#include <time.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -70,6 +79,10 @@ struct child {
      * may exec at the same time) until execve */
     struct sock_filter seccomp_insns[BPF_MAXINSNS];
     int console_fd; /* the pty master (TERMINAL record), sent to the parent with 'R' */
+    size_t record_at; /* where the record being run starts in the plan */
+    size_t start_hooks[AIO_MAX_HOOKS]; /* startContainer HOOK records, run after the exec fifo */
+    int n_start_hooks;
+    const char *hook_buf[AIO_MAX_STRS + 2]; /* a hook's argv, NULL, envp, NULL */
     const char **argv; /* NULL-terminated copies of the ARGV and ENV records */
     const char **envp;
     const char *argv_buf[AIO_MAX_STRS + 1];
@@ -103,6 +116,13 @@ static void cstrlcpy(char *dst, const char *src, size_t size)
     dst[i] = 0;
 }
 
+/* Tell the parent what failed: on the sync socket, or after start on the exec fifo. */
+static void report(struct child *c, const void *buf, size_t len)
+{
+    if (send(c->sync_fd, buf, len, MSG_NOSIGNAL) < 0 && errno == ENOTSOCK)
+        write(c->sync_fd, buf, len);
+}
+
 static void fail(struct child *c, const char *step, const char *path, int err)
 {
     struct aio_error e;
@@ -111,7 +131,7 @@ static void fail(struct child *c, const char *step, const char *path, int err)
     e.err = err;
     cstrlcpy(e.step, step, sizeof(e.step));
     cstrlcpy(e.path, path, sizeof(e.path));
-    send(c->sync_fd, &e, offsetof(struct aio_error, path) + cstrlen(e.path) + 1, MSG_NOSIGNAL);
+    report(c, &e, offsetof(struct aio_error, path) + cstrlen(e.path) + 1);
     _exit(AIO_EXIT_SETUP_FAILED);
 }
 
@@ -603,6 +623,190 @@ static void resolve_exe(struct child *c)
     fail(c, denied ? "exec" : "exec-lookup", name, denied ? EACCES : ENOENT);
 }
 
+/* -- container hooks run by the init (createContainer, startContainer) -------------------
+ * HOOK record: ints: after start (startContainer), timeout in seconds (0: none), nargs;
+ * strs: kind, path, the state before and after its pid, args..., env... */
+#define HOOK_FIXED 4
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+static void hook_failed(struct child *c, const struct record *r, int status, int timed_out, const char *out)
+{
+    struct aio_hook_error e;
+    memset(&e, 0, sizeof(e));
+    e.kind = 'H';
+    e.status = status;
+    e.timed_out = timed_out;
+    cstrlcpy(e.hook, r->strs[0], sizeof(e.hook));
+    cstrlcpy(e.path, r->strs[1], sizeof(e.path));
+    cstrlcpy(e.output, out, sizeof(e.output));
+    report(c, &e, sizeof(e));
+    _exit(AIO_EXIT_SETUP_FAILED);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The state on the hook's stdin, in pieces: before the pid, the pid, after it. */
+struct feed {
+    const char *seg[3];
+    int i;
+    size_t at;
+};
+
+/* Write what the pipe takes; returns 1 once all is written (or the hook closed its stdin). */
+static int feed_more(struct feed *f, int fd)
+{
+    while (f->i < 3) {
+        size_t left = cstrlen(f->seg[f->i]) - f->at;
+        if (!left) {
+            f->i++;
+            f->at = 0;
+            continue;
+        }
+        ssize_t w = write(fd, f->seg[f->i] + f->at, left);
+        if (w < 0)
+            return errno == EAGAIN ? 0 : 1; /* EPIPE: it does not read its stdin */
+        f->at += (size_t)w;
+    }
+    return 1;
+}
+
+/* Keep the first bytes of the hook's output (NUL-terminated in out); returns 1 at EOF. */
+static int collect(int fd, char *out, size_t size, size_t *got)
+{
+    char sink[512];
+    for (;;) {
+        char *to = *got + 1 < size ? out + *got : sink;
+        size_t room = *got + 1 < size ? size - 1 - *got : sizeof(sink);
+        ssize_t n = read(fd, to, room);
+        if (n <= 0)
+            return n == 0 || errno != EAGAIN;
+        if (to != sink) {
+            *got += (size_t)n;
+            out[*got] = 0;
+        }
+    }
+}
+
+/* ``from`` as fd ``to``, without close-on-exec (dup2 onto itself would keep it). */
+static void onto(int from, int to)
+{
+    if (from == to)
+        fcntl(to, F_SETFD, 0);
+    else
+        dup2(from, to);
+}
+
+/* Run one hook as our child: execve its path (resolved in our mount namespace and root as
+ * they are now), its state on stdin with our pid (runc's init reports getpid()), stdout
+ * and stderr collected. Its exit is watched through a pidfd, polled with the timeout: on
+ * expiry it is killed. A failure ends the init with an aio_hook_error report. */
+static void run_hook(struct child *c, const struct record *r)
+{
+    size_t nargs = (size_t)r->ints[2];
+    if (r->nstr < HOOK_FIXED + nargs || nargs == 0)
+        fail(c, "plan", "hook record", EINVAL);
+    const char **argv = c->hook_buf, **envp = c->hook_buf + nargs + 1;
+    for (size_t i = 0; i < nargs; i++)
+        argv[i] = r->strs[HOOK_FIXED + i];
+    argv[nargs] = NULL;
+    size_t nenv = r->nstr - HOOK_FIXED - nargs;
+    for (size_t i = 0; i < nenv; i++)
+        envp[i] = r->strs[HOOK_FIXED + nargs + i];
+    envp[nenv] = NULL;
+
+    char pid[24], out[sizeof(((struct aio_hook_error *)0)->output)];
+    numbered(pid, "", (unsigned int)getpid());
+    struct feed f = {{r->strs[2], pid, r->strs[3]}, 0, 0};
+    int in[2], outp[2], pidfd = -1;
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0)
+        fail(c, "hook pipe", r->strs[1], errno);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN; /* a hook that does not read its stdin must not kill us */
+    sigaction(SIGPIPE, &sa, NULL);
+    struct clone_args ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.flags = CLONE_PIDFD;
+    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.exit_signal = SIGCHLD;
+    long child = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (child == 0) {
+        sa.sa_handler = SIG_DFL;
+        sigaction(SIGPIPE, &sa, NULL);
+        onto(in[0], 0);
+        onto(outp[1], 1);
+        onto(outp[1], 2);
+        syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC); /* the preserved fds too */
+        execve(r->strs[1], (char *const *)argv, (char *const *)envp);
+        static const char msg[] = "cannot execute the hook: ";
+        const char *why = strerrordesc_np(errno);
+        write(2, msg, sizeof(msg) - 1);
+        if (why)
+            write(2, why, cstrlen(why));
+        _exit(127);
+    }
+    int err = errno;
+    close(in[0]);
+    close(outp[1]);
+    if (child < 0)
+        fail(c, "hook clone3", r->strs[1], err);
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+    fcntl(outp[0], F_SETFL, O_NONBLOCK);
+    int64_t deadline = r->ints[1] > 0 ? now_ms() + r->ints[1] * 1000 : -1;
+    struct pollfd p[3] = {{pidfd, POLLIN, 0}, {outp[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
+    size_t got = 0;
+    int timed_out = 0;
+    out[0] = 0;
+    for (;;) {
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0) {
+                timed_out = 1;
+                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                break;
+            }
+            wait = left > INT_MAX ? INT_MAX : (int)left;
+        }
+        p[0].revents = p[1].revents = p[2].revents = 0;
+        if (poll(p, 3, wait) < 0 && errno != EINTR)
+            fail(c, "hook poll", r->strs[1], errno);
+        if (p[2].revents && feed_more(&f, p[2].fd)) {
+            close(p[2].fd);
+            p[2].fd = -1; /* its EOF */
+        }
+        if (p[1].revents && collect(p[1].fd, out, sizeof(out), &got)) {
+            close(p[1].fd);
+            p[1].fd = -1;
+        }
+        if (p[0].revents)
+            break;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    if (p[1].fd >= 0) { /* what it wrote before it exited; not what its own children write on */
+        collect(p[1].fd, out, sizeof(out), &got);
+        close(p[1].fd);
+    }
+    if (p[2].fd >= 0)
+        close(p[2].fd);
+    close(pidfd);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &sa, NULL);
+    int status = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+    if (timed_out || status != 0)
+        hook_failed(c, r, timed_out ? (int)r->ints[1] : status, timed_out, out);
+}
+
 static size_t read_record(const char *plan, size_t len, size_t at, struct record *r)
 {
     uint32_t hdr[3];
@@ -799,6 +1003,23 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         if (join_session_keyring(r->strs[0], (uint32_t)r->ints[0]) < 0)
             fail(c, "join session keyring", r->strs[0], errno);
         break;
+    case AIO_OP_HOOKS_POINT: {
+        /* the parent runs the prestart and createRuntime hooks: our mounts are made, our
+         * root is not yet pivoted; 'C' when they succeeded, else it kills us */
+        char h = 'H', resume = 0;
+        if (send(c->sync_fd, &h, 1, MSG_NOSIGNAL) != 1 || recv(c->sync_fd, &resume, 1, 0) != 1 || resume != 'C')
+            _exit(AIO_EXIT_SETUP_FAILED);
+        break;
+    }
+    case AIO_OP_HOOK:
+        if (!r->ints[0]) {
+            run_hook(c, r);
+        } else if (c->n_start_hooks < AIO_MAX_HOOKS) {
+            c->start_hooks[c->n_start_hooks++] = c->record_at;
+        } else {
+            fail(c, "plan", "too many startContainer hooks", E2BIG);
+        }
+        break;
     case AIO_OP_ARGV:
         c->argv = copy_list(c->argv_buf, r);
         break;
@@ -891,13 +1112,16 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
         fail(&c, "setsid", "", errno);
     umask(0);
     for (size_t at = 0; at < args->plan_len;) {
+        c.record_at = at;
         at = read_record(args->plan, args->plan_len, at, &r);
         run_record(&c, &r, scratch);
     }
     if (!c.argv || !c.argv[0] || !c.envp)
         fail(&c, "plan", "no argv", EINVAL);
     resolve_exe(&c);
-    if (c.seccomp_late)
+    /* as runc: with startContainer hooks the late filter comes after them (they run here) */
+    int hooks_late = args->wait_fifo && c.n_start_hooks;
+    if (c.seccomp_late && !hooks_late)
         load_filter(&c);
     char ready = 'R';
     if (send_msg(c.sync_fd, &ready, 1, &c.console_fd, c.console_fd >= 0) < 0)
@@ -906,10 +1130,18 @@ static void child_main(const struct aio_spawn_args *args, const struct aio_join 
     if (c.console_fd >= 0)
         close(c.console_fd);
     if (args->wait_fifo) {
+        /* kept open until execve (close-on-exec): start reads to its EOF, and before it
+         * whatever failed in between (start_hooks) */
         int fifo = openat(c.dir_fd, "exec.fifo", O_WRONLY | O_CLOEXEC);
         if (fifo < 0 || write(fifo, "0", 1) != 1)
             _exit(AIO_EXIT_SETUP_FAILED);
-        close(fifo);
+        c.sync_fd = fifo;
+        for (int i = 0; i < c.n_start_hooks; i++) {
+            read_record(args->plan, args->plan_len, c.start_hooks[i], &r);
+            run_hook(&c, &r);
+        }
+        if (c.seccomp_late && hooks_late)
+            load_filter(&c);
     }
     if (c.dir_fd >= 0)
         close(c.dir_fd);

@@ -36,11 +36,14 @@
 #define AIO_OP_LOOPBACK_UP 28
 #define AIO_OP_TERMINAL 29
 #define AIO_OP_SESSION_KEYRING 30
+#define AIO_OP_HOOKS_POINT 31 /* prestart/createRuntime: report 'H', wait for 'C' */
+#define AIO_OP_HOOK 32        /* createContainer now, startContainer after the exec fifo */
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
 #define AIO_MAX_JOIN 16 /* v1 tasks fds sent with the go: one per hierarchy */
 #define AIO_EXIT_SETUP_FAILED 125
+#define AIO_MAX_HOOKS 64 /* startContainer hooks, kept for after the exec fifo */
 
 struct aio_spawn_args {
     const char *plan;
@@ -73,6 +76,18 @@ struct aio_error {
     int32_t err;
     char step[32];
     char path[4096];
+};
+
+/* A container hook that failed in the init (kind 'H'): sent instead of struct aio_error, on
+ * the sync socket, or after start (startContainer) on the exec fifo. Under PIPE_BUF: one
+ * atomic write. */
+struct aio_hook_error {
+    int32_t kind;      /* 'H' */
+    int32_t status;    /* exit status, minus the signal that killed it; the timeout if timed_out */
+    int32_t timed_out;
+    char hook[32];     /* createContainer, startContainer */
+    char path[1024];
+    char output[2048]; /* the start of what it wrote on stdout and stderr */
 };
 
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -23,7 +24,7 @@ from .ops import freeze, lifecycle
 from .ops import update as updating
 from .ops.create import Creation
 from .ops.exec import exec_process
-from .process import ExitWatch, Process, check_terminal, connect, launch, readable
+from .process import ExitWatch, Process, check_terminal, connect, driven, launch, readable
 from .spec import Process as ProcessSpec
 from .spec import Spec, load
 from .spec.resources import Resources
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEVNULL", "PIPE", "STDOUT", "Container", "Process", "Stdio"]
 T = TypeVar("T")
+log = logging.getLogger("aioruntime")
 
 
 async def _driven(wait: Wait[T]) -> T:
@@ -54,6 +56,12 @@ async def _driven(wait: Wait[T]) -> T:
         return done.value  # type: ignore[no-any-return]
     finally:
         wait.close()
+
+
+def _warn(failed: Iterable[Exception]) -> None:
+    """poststop hooks that failed: warnings (the delete went on), on the "aioruntime" logger."""
+    for e in failed:
+        log.warning("%s", e)
 
 
 class Container:
@@ -190,7 +198,7 @@ class Container:
             console_socket=self._console_socket,
         )
         try:
-            self._state = await launch(creation, stdio)
+            self._state = await launch(creation, stdio, creation.runtime_hooks)
         except BaseException:
             if self._hub is not None:
                 self._hub.end()
@@ -247,8 +255,9 @@ class Container:
         return parse_ports(ports or {})
 
     async def start(self) -> None:
-        """Release the init: it execs the configured process."""
-        lifecycle.start(self._store, self.id)
+        """Release the init: it runs the startContainer hooks and execs the configured
+        process; then the poststart hooks run (a failing one kills the container: HookError)."""
+        await driven(lifecycle.releasing(self._store, self.id))
         if self._hub is not None:
             self._hub.refresh()
 
@@ -272,7 +281,9 @@ class Container:
         lifecycle.kill(self._store, self.id, sig, all_processes=all)
 
     async def delete(self, *, force: bool = False) -> None:
-        """Kill what is left (with ``force``, even a running container), remove cgroups and state."""
+        """Kill what is left (with ``force``, even a running container), remove cgroups and
+        state, then run the poststop hooks (a failing one is logged as a warning on the
+        "aioruntime" logger)."""
         pidfd = lifecycle.delete_begin(self._store, self.id, force=force)
         try:
             if pidfd is not None:
@@ -286,11 +297,12 @@ class Container:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
-        lifecycle.delete_finish(self._store, self.id)
+        state = lifecycle.delete_finish(self._store, self.id)
         self._state = None
         if self._hub is not None:
             self._hub.deleted()
             self._hub = None  # a container made again under this id has a new life to listen to
+        _warn(await driven(lifecycle.poststop(self._store, state)))
 
     async def _leave_network(self) -> None:
         """networking: what of the release would block the loop, done awaiting (see ``network.leave``)."""
@@ -399,7 +411,7 @@ class Container:
         only once they are reaped, which the loop can no longer do meanwhile."""
         for p in list(self._execs):
             p._kill_now()
-        lifecycle.delete(self._store, self.id, force=True)
+        _warn(lifecycle.delete(self._store, self.id, force=True))
         self._state = None
         if self._exit is not None:
             self._exit.reap_now()

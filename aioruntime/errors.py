@@ -67,6 +67,27 @@ class SpawnError(AioRuntimeError):
         super().__init__(message)
 
 
+class HookError(AioRuntimeError):
+    """An OCI hook failed: ``kind`` (prestart, createRuntime, createContainer, startContainer,
+    poststart, poststop), its ``path``, its exit ``status`` (minus the signal that killed it),
+    whether it ran past its ``timeout``, and the start of what it wrote (stdout and stderr)."""
+
+    def __init__(self, kind: str, path: str, status: int, output: str, *, timeout: int | None = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.status = status
+        self.output = output
+        self.timed_out = timeout is not None
+        if timeout is not None:
+            why = f"ran past its timeout of {timeout}s and was killed"
+        elif status < 0:
+            why = f"was killed by signal {-status}"
+        else:
+            why = f"exited with status {status}"
+        said = output.strip()
+        super().__init__(f"{kind} hook {path} {why}" + (f": {said}" if said else ""))
+
+
 class CgroupError(AioRuntimeError):
     """A cgroup could not be created, joined or removed."""
 

@@ -9,6 +9,7 @@ both end with the same ``process_steps``.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import resource
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .spec import Capabilities, Linux, Mount, Process, Spec
+from .spec import Capabilities, Hook, Linux, Mount, Process, Spec
 from .spec.names import CAPABILITIES
 
 # <sys/mount.h>
@@ -91,6 +92,7 @@ RLIMITS: dict[str, int] = {
     "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
 }
 MAX_STRINGS = 4096  # AIO_MAX_STRS in _clone.h: strings in one record (argv, env)
+MAX_START_HOOKS = 64  # AIO_MAX_HOOKS in _clone.h
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -277,6 +279,29 @@ class SessionKeyringStep(NamedTuple):
     search: int = 0
 
 
+class HooksPointStep(NamedTuple):
+    """Report to the parent and wait while it runs the prestart and createRuntime hooks in the
+    runtime's namespaces: the container's namespaces exist, the init is in its cgroups, its
+    mounts are made and its root not yet pivoted (runc's procHooks). After the WaitGoStep."""
+
+
+class HookStep(NamedTuple):
+    """A hook the init runs itself, in the container's namespaces: a createContainer hook
+    here (before pivot_root: its path is the host's), a startContainer one (``after_start``)
+    once start has released the init, just before execve (its path is the container's).
+    ``state_head`` + the init's pid + ``state_tail`` is the state on its stdin (the init
+    writes getpid(), as runc's init does)."""
+
+    kind: str
+    path: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    timeout: int  # seconds, 0 for none
+    state_head: str
+    state_tail: str
+    after_start: bool = False
+
+
 class ExecStep(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -287,6 +312,7 @@ Step = (
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
     | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
     | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep | SessionKeyringStep
+    | HooksPointStep | HookStep
 )
 
 
@@ -524,6 +550,28 @@ def terminal_step(proc: Process, *, console: bool = False) -> TerminalStep:
     return TerminalStep(size.height if size else 0, size.width if size else 0, proc.user.uid, console)
 
 
+_PID = "\0pid\0"  # where the init writes its pid into a hook's state
+
+
+def _hook_step(kind: str, i: int, hook: Hook, state: Mapping[str, Any], status: str, env: tuple[str, ...]) -> HookStep:
+    """A createContainer or startContainer hook; without ``env`` of its own it gets the
+    process's (as runc's init has it when it runs them)."""
+    args = hook.args or (hook.path,)
+    if len(args) + len(hook.env or env) > MAX_STRINGS - 4:
+        raise ConfigError(f"hooks.{kind}[{i}]", f"at most {MAX_STRINGS - 4} args and env entries are supported")
+    text = json.dumps({**state, "pid": _PID, "status": status}, separators=(",", ":"))
+    head, _, tail = text.partition(json.dumps(_PID))
+    start = kind == "startContainer"
+    return HookStep(kind, hook.path, args, hook.env or env, hook.timeout or 0, head, tail, start)
+
+
+def rootfs_of(spec: Spec, bundle: str) -> str:
+    """The container's root directory on the host (``root.path``, relative to ``bundle``)."""
+    if spec.root is None:
+        raise ConfigError("root", "the config has no root: a container needs a root filesystem")
+    return posixpath.normpath(os.path.join(bundle, spec.root.path))
+
+
 def build(
     spec: Spec,
     *,
@@ -532,20 +580,27 @@ def build(
     no_pivot: bool = False,
     rootless: bool = False,
     session_keyring: str = "",
+    hook_state: Mapping[str, Any] | None = None,
 ) -> Plan:
     """The init's steps for ``spec``; ``bundle`` anchors relative paths.
 
     ``rootless``: the runtime is not root; its user namespace denies setgroups, and
     without ``cgroups`` (none could be made) /sys/fs/cgroup shows the host's, read-only.
     ``session_keyring``: the name of a new session keyring to join ("" keeps the caller's).
+    ``hook_state``: the OCI state document the in-container hooks get (pid and status are
+    filled in), needed when the config has createContainer or startContainer hooks.
     """
-    if spec.root is None:
-        raise ConfigError("root", "the config has no root: a container needs a root filesystem")
+    rootfs = rootfs_of(spec, bundle)
+    assert spec.root is not None  # rootfs_of() checked
     if spec.process is None:
         raise ConfigError("process", "the config has no process: nothing to run")
-    rootfs = posixpath.normpath(os.path.join(bundle, spec.root.path))
     if not os.path.isdir(rootfs):
         raise ConfigError("root.path", f"rootfs {rootfs} does not exist or is not a directory")
+    hooks = spec.hooks
+    if len(hooks.start_container) > MAX_START_HOOKS:
+        raise ConfigError("hooks.startContainer", f"at most {MAX_START_HOOKS} hooks are supported")
+    env = _environ(spec.process.env, rootfs, spec.process.user.uid)
+    state = hook_state or {}
     linux = spec.linux
     clone_flags = unshare_flags = 0  # the cgroup namespace is unshared at WaitGoStep
     for i, ns in enumerate(linux.namespaces):
@@ -608,6 +663,9 @@ def build(
         steps.append(UnlinkStep(host_path(rootfs, "/dev/ptmx")))
         steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
 
+    if hooks.prestart or hooks.create_runtime:
+        steps.append(HooksPointStep())
+    steps += [_hook_step("createContainer", i, h, state, "creating", env) for i, h in enumerate(hooks.create_container)]
     steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
     if spec.process.terminal:  # after the pivot (the container's devpts), before anything read-only
         steps.append(terminal_step(spec.process, console=True))
@@ -629,10 +687,15 @@ def build(
 
     process_steps_at = len(steps)  # from here the init's own settings: limits, seccomp, caps, user
     steps.extend(process_steps(spec.process, rootfs, linux, rootless=rootless))
-    # before the first cgroup mount, else before the init drops what joining and unsharing need
-    go = next(
-        (i for i, s in enumerate(steps) if isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS),
-        process_steps_at,
+    steps += [_hook_step("startContainer", i, h, state, "created", env) for i, h in enumerate(hooks.start_container)]
+    # before the first cgroup mount or hook (they see the container's cgroups), else before
+    # the init drops what joining and unsharing need
+    go = min(
+        (
+            i for i, s in enumerate(steps[:process_steps_at])
+            if isinstance(s, HooksPointStep | HookStep) or isinstance(s, MountStep) and s.fstype == "tmpfs" and s.data == _CGROUP_TMPFS
+        ),
+        default=process_steps_at,
     )
     v1 = tuple(posixpath.join(cg.host_path, "tasks") for cg in cgroups if cg.fstype == "cgroup")
     steps.insert(go, WaitGoStep(v1, unshare_flags))
@@ -745,6 +808,13 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
             case SessionKeyringStep():
                 rec("SESSION_KEYRING", [step.search], [step.name])
+            case HooksPointStep():
+                rec("HOOKS_POINT", [])
+            case HookStep():
+                rec(
+                    "HOOK", [int(step.after_start), step.timeout, len(step.args)],
+                    [step.kind, step.path, step.state_head, step.state_tail, *step.args, *step.env],
+                )
             case ExecStep():
                 rec("ARGV", [], step.args)
                 rec("ENV", [], step.env)

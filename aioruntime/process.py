@@ -10,17 +10,24 @@ import signal
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from .hooks import Run
 from .ops.exec import Execution
 from .spec import Process as ProcessSpec
 from .state import Store
 from .stdio import ChildStdio, Stdio, Streams
 from .terminal import Terminal
 
-T = TypeVar("T", covariant=True)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 async def readable(fd: int) -> None:
     """Wait until ``fd`` is readable, on the running loop."""
+    await _any_readable((fd,), None)
+
+
+async def _any_readable(fds: tuple[int, ...], timeout: float | None) -> None:
+    """Wait until one of ``fds`` is readable or ``timeout`` seconds have passed."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -28,11 +35,30 @@ async def readable(fd: int) -> None:
         if not ready.done():
             ready.set_result(None)
 
-    loop.add_reader(fd, wake)
+    for fd in fds:
+        loop.add_reader(fd, wake)
+    timer = loop.call_later(max(timeout, 0), wake) if timeout is not None else None
     try:
         await ready
     finally:
-        loop.remove_reader(fd)
+        for fd in fds:
+            loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+async def driven(run: Run[T]) -> T:
+    """Drive a core ``hooks.Run`` (hooks, start) on the loop, so that a slow hook never blocks
+    it; cancelled, the run is closed: its running hook is killed."""
+    try:
+        wait = next(run)
+        while True:
+            await _any_readable(wait.fds, wait.timeout)
+            wait = run.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        run.close()
 
 
 def returncode(pidfd: int, block: bool) -> int | None:
@@ -86,22 +112,25 @@ class ExitWatch:
             self._reaped(code if code is not None else -signal.SIGKILL)
 
 
-class Starting(Protocol[T]):
+class Starting(Protocol[T_co]):
     """An operation that spawns a process: ``ops.create.Creation``, ``ops.exec.Execution``."""
 
     def begin(self) -> int: ...
 
-    def finish(self) -> T: ...
+    def finish(self) -> T_co: ...
 
     def abort(self) -> None: ...
 
 
-async def launch(op: Starting[T], stdio: ChildStdio) -> T:
-    """Begin ``op``, await the process's report on the loop, finish: its result. On failure
-    or cancellation the op is aborted (nothing left of the process) and the stdio closed."""
+async def launch(op: Starting[T], stdio: ChildStdio, between: Callable[[], Run[None]] | None = None) -> T:
+    """Begin ``op``, drive ``between`` (create: the runtime hooks), await the process's report
+    on the loop, finish: its result. On failure or cancellation the op is aborted (nothing
+    left of the process) and the stdio closed."""
     try:
         fd = op.begin()
         stdio.started()
+        if between is not None:
+            await driven(between())
         await readable(fd)
         return op.finish()
     except BaseException:

@@ -10,12 +10,12 @@ from typing import Any, NamedTuple
 
 from ._native import ffi as _ffi
 from ._native import lib as _lib
-from .errors import CgroupError, SpawnError
+from .errors import CgroupError, HookError, SpawnError
 from .plan import Plan, WaitGoStep, encode, last_cap
 from .spec import IDMapping
 
 CODES = {name[len("AIO_OP_"):]: getattr(_lib, name) for name in dir(_lib) if name.startswith("AIO_OP_")}
-_ERROR = _ffi.sizeof("struct aio_error")
+_ERROR = max(_ffi.sizeof("struct aio_error"), _ffi.sizeof("struct aio_hook_error"))
 
 
 class Init(NamedTuple):
@@ -179,19 +179,51 @@ def write_id_maps(
 
 def read_report(init: Init) -> int:
     """Read the report of the process: returns once it is ready (with the pty master it
-    sent, or -1), raises SpawnError if a step failed."""
+    sent, or -1), raises SpawnError if a step failed (HookError: a createContainer hook)."""
+    return _read(init, b"R")
+
+
+def read_hooks_point(init: Init) -> None:
+    """Wait for the init at its hooks point (plan.HooksPointStep); raise what it reports if
+    it failed before."""
+    fd = _read(init, b"H")
+    assert fd < 0
+
+
+def resume(init: Init) -> None:
+    """Let the init go on past its hooks point: the prestart and createRuntime hooks succeeded."""
+    try:
+        os.write(init.sync, b"C")
+    except BrokenPipeError:
+        read_report(init)
+        raise
+
+
+def _read(init: Init, expect: bytes) -> int:
     buf = _ffi.new("char[]", _ERROR)
     fd = _ffi.new("int *")
     n = _lib.aio_recv(init.sync, buf, _ERROR, fd)
     if n < 0:
         raise OSError(-n, os.strerror(-n))
-    if n == 1 and buf[0] == b"R":
+    if n == 1 and buf[0] == expect:
         return int(fd[0])
     if fd[0] >= 0:
         os.close(fd[0])
     if n == 0:
         raise SpawnError("init", "", 0, "container process exited before it was ready")
-    raise _error(_ffi.cast("struct aio_error *", buf))
+    raise failure(_ffi.buffer(buf, n)[:])
+
+
+def failure(report: bytes) -> SpawnError | HookError:
+    """The error a failure report of the init holds (struct aio_error or aio_hook_error)."""
+    buf = _ffi.new("char[]", max(len(report), _ERROR))
+    _ffi.memmove(buf, report, len(report))
+    if _ffi.cast("struct aio_hook_error *", buf).kind == ord("H"):
+        h = _ffi.cast("struct aio_hook_error *", buf)
+        kind, path = _ffi.string(h.hook).decode(errors="replace"), _ffi.string(h.path).decode(errors="replace")
+        said = _ffi.string(h.output).decode(errors="replace")
+        return HookError(kind, path, 0, said, timeout=h.status) if h.timed_out else HookError(kind, path, h.status, said)
+    return _error(_ffi.cast("struct aio_error *", buf))
 
 
 def _error(err: Any) -> SpawnError:

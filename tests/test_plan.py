@@ -7,6 +7,7 @@ mounted where with which flags, in which order, and what is refused.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import sys
@@ -815,3 +816,57 @@ def test_exec_joins_the_inits_session_keyring(rootfs: Path) -> None:
     common: dict[str, Any] = {"linux": spec.linux, "rootfs": str(rootfs), "init_pid": 1, "cgroup1": (), "cgroup2": ""}
     assert plan.build_exec(spec.process, **common, session_keyring="_ses.c1").steps[0] == plan.SessionKeyringStep("_ses.c1")
     assert not any(isinstance(s, plan.SessionKeyringStep) for s in plan.build_exec(spec.process, **common).steps)
+
+
+# --- hooks --------------------------------------------------------------------------------
+
+
+HOOK_STATE = {"ociVersion": "1.0.2-dev", "id": "c", "pid": 0, "status": "creating", "bundle": "/b", "rootfs": "/r",
+              "created": "t", "owner": ""}
+
+
+def hooks_plan(rootfs: Path, **hooks: Any) -> Plan:
+    mounts = [m for m in default_spec()["mounts"] if m["type"] != "cgroup"]
+    spec = spec_of(rootfs, hooks=hooks, mounts=mounts, process={"env": ["PATH=/bin", "A=1"]})
+    return build(spec, bundle=str(rootfs.parent), cgroups=CGROUPS, hook_state=HOOK_STATE)
+
+
+def test_hooks_points_in_the_init_plan(rootfs: Path) -> None:
+    """In the cgroups first; the parent's hooks, then createContainer, before pivot_root;
+    startContainer kept for after start (the init runs it after the exec fifo)."""
+    h = {"path": "/h"}
+    p = hooks_plan(rootfs, prestart=[h], createContainer=[h, h], startContainer=[h])
+    cc = [i for i, s in enumerate(p.steps) if isinstance(s, plan.HookStep) and s.kind == "createContainer"]
+    assert index(p, WaitGoStep) < index(p, plan.HooksPointStep) < cc[0] < cc[1] < pivot_at(p)
+    start = [s for s in of_type(p, plan.HookStep) if s.kind == "startContainer"]
+    assert len(start) == 1 and start[0].after_start and p.steps.index(start[0]) > index(p, ExecStep)
+    assert not of_type(hooks_plan(rootfs, poststart=[h], poststop=[h]), plan.HooksPointStep)
+    assert of_type(hooks_plan(rootfs, createRuntime=[h]), plan.HooksPointStep) == [plan.HooksPointStep()]
+
+
+def test_in_container_hook_fields(rootfs: Path) -> None:
+    """args default to the path; without env the process's; the state with the init's pid
+    (written by the init between head and tail) and runc's status at that point."""
+    p = hooks_plan(rootfs, createContainer=[{"path": "/h", "timeout": 5}],
+                   startContainer=[{"path": "/s", "args": ["s", "-x"], "env": ["B=2"]}])
+    cc, sc = of_type(p, plan.HookStep)
+    assert (cc.path, cc.args, cc.timeout, cc.after_start) == ("/h", ("/h",), 5, False)
+    assert "A=1" in cc.env and "PATH=/bin" in cc.env
+    assert (sc.args, sc.env, sc.timeout) == (("s", "-x"), ("B=2",), 0)
+    assert json.loads(cc.state_head + "42" + cc.state_tail) == {**HOOK_STATE, "pid": 42, "status": "creating"}
+    assert json.loads(sc.state_head + "1" + sc.state_tail) == {**HOOK_STATE, "pid": 1, "status": "created"}
+
+
+def test_hook_record_on_the_wire(rootfs: Path) -> None:
+    step = plan.HookStep("startContainer", "/s", ("s", "-x"), ("B=2",), 7, "{", "}", after_start=True)
+    codes = ops_in_header()
+    wire = plan.encode(Plan((step,), 0, str(rootfs)), codes, 40)
+    op, nint, nstr = struct.unpack_from("=III", wire)
+    assert (op, nint, nstr) == (codes["HOOK"], 3, 7)
+    assert struct.unpack_from("=3Q", wire, 12) == (1, 7, 2)
+    assert wire[36:].split(b"\0")[:-1] == [b"startContainer", b"/s", b"{", b"}", b"s", b"-x", b"B=2"]
+
+
+def test_too_many_start_container_hooks(rootfs: Path) -> None:
+    with pytest.raises(ConfigError, match="hooks.startContainer"):
+        hooks_plan(rootfs, startContainer=[{"path": "/h"}] * (max_in_header("AIO_MAX_HOOKS") + 1))

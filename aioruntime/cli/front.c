@@ -456,6 +456,17 @@ static int cmd_start(const char *root, const char *id)
         return fail(msg);
     }
     unlink(fifo_path);
+    /* the init holds the fifo open until its execve (close-on-exec): done at its EOF. What
+     * it may write before that reports a startContainer hook, which we leave to Python. */
+    ssize_t n;
+    while ((n = read(fifo, &byte, 1)) != 0) {
+        if (n > 0 || (errno != EAGAIN && errno != EINTR)) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "cannot start container %s: its init failed after start", id);
+            return fail(msg);
+        }
+        poll(fds, 1, -1);
+    }
     return 0;
 }
 

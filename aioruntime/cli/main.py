@@ -61,6 +61,7 @@ class Log:
             print(msg, file=sys.stderr)
 
     def warning(self, msg: str) -> None:
+        """What went wrong without failing the command (a poststop hook, an ignored setting)."""
         self._line("warning", msg)
 
     def _line(self, level: str, msg: str) -> bool:
@@ -82,6 +83,17 @@ class Log:
         import warnings
 
         warnings.showwarning = lambda message, *_, **__: self.warning(str(message))
+
+
+LOG = Log(None, "text")  # main() sets the one the flags ask for
+
+
+def _delete(store: Store, cid: str, *, force: bool = False) -> None:
+    """Delete the container; a poststop hook that failed is a warning."""
+    from ..ops import lifecycle
+
+    for failed in lifecycle.delete(store, cid, force=force):
+        LOG.warning(str(failed))
 
 
 def _signal_number(text: str) -> int:
@@ -165,9 +177,7 @@ def _create(p: Parsed, store: Store, *, detach: bool) -> Creation:
                 _write_pid_file(f["pid_file"], state.pid)
             pidfd_socket.send(creation.pidfd, b"standard")
         except OSError:
-            from ..ops import lifecycle
-
-            lifecycle.delete(store, cid, force=True)
+            _delete(store, cid, force=True)
             raise
     finally:
         pidfd_socket.close()
@@ -197,7 +207,7 @@ def cmd_run(p: Parsed, store: Store) -> int:
     try:
         lifecycle.start(store, cid)
     except BaseException:
-        lifecycle.delete(store, cid, force=True)
+        _delete(store, cid, force=True)
         raise
     if signals is None:
         return 0
@@ -211,12 +221,11 @@ def _foreground(
 ) -> int:
     """Wait for our child init (relaying its terminal, forwarding signals); delete it unless
     ``keep``; its status as runc exits with it."""
-    from ..ops import lifecycle
     from .foreground import Forwarder
 
     code = (signals or Forwarder()).wait(pidfd, master)
     if not keep:
-        lifecycle.delete(store, cid, force=True)
+        _delete(store, cid, force=True)
     return code
 
 
@@ -339,10 +348,9 @@ def cmd_kill(p: Parsed, store: Store) -> int:
 
 
 def cmd_delete(p: Parsed, store: Store) -> int:
-    from ..ops import lifecycle
 
     try:
-        lifecycle.delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
+        _delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
     except ContainerNotFoundError:
         if p.flags["force"]:
             return 0
@@ -571,7 +579,6 @@ def _criu(p: Parsed) -> str | None:
 
 def cmd_checkpoint(p: Parsed, store: Store) -> int:
     from ..criu.swrk import blocking
-    from ..ops import lifecycle
     from ..ops.checkpoint import CheckpointOptions, checkpoint
 
     cid, f = _str(p.args, "id"), p.flags
@@ -591,7 +598,7 @@ def cmd_checkpoint(p: Parsed, store: Store) -> int:
         manage_cgroups_mode=f["manage_cgroups_mode"] if isinstance(f["manage_cgroups_mode"], str) else None,
     )
     if blocking(checkpoint(store, cid, options, criu=_criu(p))):
-        lifecycle.delete(store, cid, force=True)  # as runc: the images are what is left
+        _delete(store, cid, force=True)  # as runc: the images are what is left
     return 0
 
 
@@ -599,7 +606,6 @@ def cmd_restore(p: Parsed, store: Store) -> int:
     """Restore with our stdio as the init's; the init is our child (CRIU's rst_sibling), so
     without -d we wait for it like ``run``, and with -d our caller's subreaper gets it."""
     from ..criu.swrk import blocking
-    from ..ops import lifecycle
     from ..ops.restore import RestoreOptions, restore
 
     cid, f = _str(p.args, "id"), p.flags
@@ -620,7 +626,7 @@ def cmd_restore(p: Parsed, store: Store) -> int:
         try:
             _write_pid_file(f["pid_file"], restored.state.pid)
         except OSError:
-            lifecycle.delete(store, cid, force=True)
+            _delete(store, cid, force=True)
             raise
     if f["detach"]:
         return 0
@@ -843,7 +849,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.stderr.write(f"aioruntime: invalid log-format: {parsed.globals['log_format']}\n")
         os._exit(1)
     g = parsed.globals
-    log = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
+    global LOG
+    log = LOG = Log(g["log"] if isinstance(g["log"], str) else None, str(g["log_format"]))
     if parsed.command in _APPLY_RESOURCES:
         log.take_warnings()
     try:

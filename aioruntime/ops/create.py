@@ -1,7 +1,9 @@
 """create: from a bundle to an init blocked on its exec fifo, or to nothing at all.
 
 A ``Creation`` is a container being made. ``begin()`` does the work up to the point where
-the init reports back and returns the fd to wait on; ``finish()`` reads the report. Any
+the init reports back and returns the fd to wait on; ``runtime_hooks()`` runs the prestart
+and createRuntime hooks when the init reaches its hooks point (a ``hooks.Run`` to drive);
+``finish()`` reads the report. Any
 failure, or ``abort()`` (cancellation), removes every trace: the init, its cgroups, the
 fifo and the state directory. With ``process.terminal`` the init reports with the pty
 master, which goes to the console socket if one is given, else stays ours (``console``).
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
+from .. import hooks
 from .. import plan as planning
 from .. import spawn
 from ..cgroups import paths as cgroups
@@ -21,8 +25,9 @@ from ..cgroups.resources import apply_config
 from ..errors import CgroupError
 from ..spec import Spec, load
 from ..state import State, Store, check_id
-from ..status import process_start_time
+from ..status import Status, process_start_time
 from .console import Console
+from .lifecycle import oci_state
 
 
 def now_rfc3339() -> str:
@@ -72,6 +77,7 @@ class Creation:
         self.init: spawn.Init | None = None
         self.console: Console | None = None
         self._dir_fd = -1
+        self._hook_state: dict[str, Any] = {}
 
     def begin(self) -> int:
         """Validate, reserve the id, make and limit the cgroups, spawn the init; return the fd to wait on."""
@@ -79,24 +85,28 @@ class Creation:
         self.spec = spec
         paths = cgroups.resolve(spec.linux.cgroups_path, self.id)
         rootless = os.geteuid() != 0
-        plan = planning.build(spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot,
-                              rootless=rootless, session_keyring=self.session_keyring)
+        state = State(
+            id=self.id,
+            bundle=self.bundle,
+            rootfs=planning.rootfs_of(spec, self.bundle),
+            created=now_rfc3339(),
+            config=spec.to_dict(),
+            cgroup_paths=paths,
+            annotations=dict(spec.annotations),
+            session_keyring=self.session_keyring,
+        )
+        self._hook_state = oci_state(self.store, state, Status.CREATING)
+        plan = planning.build(
+            spec, bundle=self.bundle, cgroups=cgroup_mounts(paths), no_pivot=self.no_pivot, rootless=rootless,
+            session_keyring=self.session_keyring, hook_state=self._hook_state,
+        )
         assert spec.process is not None  # build() checked
         self.console = Console(spec.process, self.console_socket)
         try:
             self._dir_fd = self.store.reserve(self.id)
             os.mkfifo(self.store.fifo(self.id))
             os.chmod(self.store.fifo(self.id), 0o622)  # past the umask: a non-root init opens it
-            self.state = State(
-                id=self.id,
-                bundle=self.bundle,
-                rootfs=plan.rootfs,
-                created=now_rfc3339(),
-                config=spec.to_dict(),
-                cgroup_paths=paths,
-                annotations=dict(spec.annotations),
-                session_keyring=self.session_keyring,
-            )
+            self.state = state
             if rootless:
                 plan = self._rootless_cgroups(spec, plan)
                 apply_config(spec, self.state.cgroup_paths, rootless=True)
@@ -126,9 +136,25 @@ class Creation:
         except CgroupError:
             self.state = self.state._replace(cgroup_paths={})
             return planning.build(spec, bundle=self.bundle, no_pivot=self.no_pivot, rootless=True,
-                                  session_keyring=self.session_keyring)
+                                  session_keyring=self.session_keyring, hook_state=self._hook_state)
         self.state = self.state._replace(cgroups_made=made)
         return plan
+
+    def runtime_hooks(self) -> hooks.Run[None]:
+        """Between ``begin()`` and ``finish()``: if the config has prestart or createRuntime
+        hooks, wait for the init at its hooks point, run them here (in our namespaces, with
+        the state: creating, the init's pid) and let the init go on. A failure is raised
+        (HookError); the caller aborts."""
+        assert self.init is not None and self.spec is not None
+        found = self.spec.hooks
+        if not (found.prestart or found.create_runtime):
+            return
+        yield hooks.Wait((self.init.sync,))
+        spawn.read_hooks_point(self.init)
+        state = {**self._hook_state, "pid": self.init.pid}
+        yield from hooks.run("prestart", found.prestart, state)
+        yield from hooks.run("createRuntime", found.create_runtime, state)
+        spawn.resume(self.init)
 
     def finish(self) -> State:
         """Read the init's report (the fd from ``begin()`` is readable); save the created state.
@@ -156,8 +182,13 @@ class Creation:
         return self.init.pidfd
 
     def run(self) -> State:
-        """begin + a blocking wait + finish, for callers without an event loop."""
+        """begin + the runtime hooks + a blocking wait + finish, for callers without an event loop."""
         self.begin()
+        try:
+            hooks.blocking(self.runtime_hooks())
+        except BaseException:
+            self.abort()
+            raise
         return self.finish()
 
     def abort(self) -> None:

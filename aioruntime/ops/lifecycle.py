@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import select
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import hooks
 from ..cgroups import freezer
 from ..cgroups import paths as cgroups
 from ..cgroups.placement import locate
-from ..errors import AioRuntimeError, ContainerNotFoundError
+from ..errors import AioRuntimeError, ContainerNotFoundError, HookError
 from ..state import State, Store
 from ..status import Freezer, Status, current, process_start_time, require
+
+if TYPE_CHECKING:
+    from ..spec import Hook
 
 OCI_VERSION = "1.0.2-dev"
 
@@ -53,7 +57,17 @@ def init_pidfd(state: State) -> int | None:
 
 
 def start(store: Store, container_id: str) -> None:
-    """Release a created init: it execs the user's process. Returns once the init has read the go."""
+    """``releasing`` driven with poll: for callers without an event loop."""
+    hooks.blocking(releasing(store, container_id))
+
+
+def releasing(store: Store, container_id: str) -> hooks.Run[None]:
+    """Release a created init: it runs its startContainer hooks and execs the user's process;
+    then run the poststart hooks here. Done once the process is exec'd and they succeeded.
+
+    A failing startContainer hook ends the init (HookError); a failing poststart hook kills
+    the container, as runc does, and is raised.
+    """
     with store.lock(container_id):
         state = store.load(container_id)
         require(container_id, "start", status_of(store, state))
@@ -62,23 +76,78 @@ def start(store: Store, container_id: str) -> None:
         try:
             if pidfd is None:
                 raise AioRuntimeError(f"cannot start container {container_id}: its init has exited")
-            # the init is blocked opening the fifo for writing: it writes one byte and execs,
-            # or it died (pidfd readable): either ends this poll
+            # the init is blocked opening the fifo for writing: it writes one byte at once,
+            # or it died (pidfd readable). Not yielded: done before a caller's loop can see
+            # the process exit, the fifo is gone by then (how events tell it was started)
             poller = select.poll()
             poller.register(fifo, select.POLLIN)
             poller.register(pidfd, select.POLLIN)
             poller.poll()
-            try:
-                data = os.read(fifo, 1)
-            except BlockingIOError:
-                data = b""
-            if not data:
+            if not _read_some(fifo):
                 raise AioRuntimeError(f"cannot start container {container_id}: its init exited before start")
             os.unlink(store.fifo(container_id))
+            # it holds the fifo open until its execve (close-on-exec): its EOF, after the
+            # report of what failed in between if anything did
+            report = b""
+            while (chunk := _read_some(fifo)) != b"":
+                if chunk is None:
+                    yield hooks.Wait((fifo,))
+                else:
+                    report += chunk
+            if report:
+                from ..spawn import failure
+
+                raise failure(report)
         finally:
             os.close(fifo)
             if pidfd is not None:
                 os.close(pidfd)
+    found = _hooks(state, "poststart")
+    if found:
+        try:
+            yield from hooks.run("poststart", found, oci_state(store, state, Status.RUNNING))
+        except BaseException:
+            kill_now(state)
+            raise
+
+
+def _read_some(fd: int) -> bytes | None:
+    """What a non-blocking read gives: data, b"" at EOF, None when nothing is there yet."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+
+
+def _hooks(state: State, kind: str) -> tuple[Hook, ...]:
+    """The container's ``kind`` hooks (poststart, poststop); its config is parsed only when it has some."""
+    if not state.config.get("hooks", {}).get(kind):
+        return ()
+    from ..spec import Spec
+
+    found: tuple[Hook, ...] = getattr(Spec.from_dict(state.config).hooks, kind)
+    return found
+
+
+def kill_now(state: State) -> None:
+    """SIGKILL the init and whatever else is in the container's cgroups."""
+    pidfd = _kill_all(state)
+    if pidfd is not None:
+        os.close(pidfd)
+
+
+def _kill_all(state: State) -> int | None:
+    """SIGKILL the init and whatever else is in the container's cgroups; a pidfd on the init
+    (to wait for its death) if it was still ours."""
+    pidfd = init_pidfd(state) if state.pid else None
+    if pidfd is not None:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    cgroups.kill_all(state.cgroup_paths)
+    _thaw(state)
+    return pidfd
 
 
 def kill(store: Store, container_id: str, sig: int, *, all_processes: bool = False) -> None:
@@ -132,19 +201,12 @@ def delete_begin(store: Store, container_id: str, *, force: bool = False) -> int
         require(container_id, "force delete" if force else "delete", status)
         if status is Status.STOPPED:
             return None
-        pidfd = init_pidfd(state) if state.pid else None
-        if pidfd is not None:
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        cgroups.kill_all(state.cgroup_paths)
-        _thaw(state)
-        return pidfd
+        return _kill_all(state)
 
 
-def delete_finish(store: Store, container_id: str) -> None:
-    """Remove the container's cgroups, network endpoints and state directory (its processes are gone)."""
+def delete_finish(store: Store, container_id: str) -> State | None:
+    """Remove the container's cgroups, network endpoints and state directory (its processes
+    are gone); the state it had, for ``poststop``."""
     with store.lock(container_id):
         try:
             state = store.load(container_id)
@@ -159,20 +221,32 @@ def delete_finish(store: Store, container_id: str) -> None:
 
         release_container(store.root, container_id)
         store.remove(container_id)
+    return state
 
 
-def delete(store: Store, container_id: str, *, force: bool = False) -> None:
-    """delete_begin, a blocking wait for the init to die, delete_finish: for the CLI."""
+def poststop(store: Store, state: State | None) -> hooks.Run[list[HookError]]:
+    """The poststop hooks of a deleted container (state: stopped), every one of them: the
+    failures are returned, for the caller to warn about; they do not stop the delete."""
+    found = _hooks(state, "poststop") if state is not None else ()
+    if not found:
+        return []
+    assert state is not None
+    return (yield from hooks.run_all("poststop", found, oci_state(store, state, Status.STOPPED)))
+
+
+def delete(store: Store, container_id: str, *, force: bool = False) -> list[HookError]:
+    """delete_begin, a blocking wait for the init to die, delete_finish, the poststop hooks:
+    for callers without an event loop. Returns the poststop hooks that failed."""
     pidfd = delete_begin(store, container_id, force=force)
     if pidfd is not None:
         try:
             select.select([pidfd], [], [])
         finally:
             os.close(pidfd)
-    delete_finish(store, container_id)
+    return hooks.blocking(poststop(store, delete_finish(store, container_id)))
 
 
 __all__ = [
-    "OCI_VERSION", "delete", "delete_begin", "delete_finish", "init_pidfd", "kill", "oci_state", "processes", "start",
-    "status_of",
+    "OCI_VERSION", "delete", "delete_begin", "delete_finish", "init_pidfd", "kill", "kill_now", "oci_state", "poststop",
+    "processes", "releasing", "start", "status_of",
 ]
