@@ -412,13 +412,15 @@ static int chroot_into(const char *rootfs)
     return chdir("/");
 }
 
-/* sched_setattr(2)'s argument (SCHED_ATTR_SIZE_VER0); glibc declares it only from 2.41 */
+/* sched_setattr(2)'s argument (SCHED_ATTR_SIZE_VER1, as runc passes it: the utilization
+ * clamps, which the spec does not set, stay 0); glibc declares it only from 2.41 */
 struct aio_sched_attr {
     uint32_t size, policy;
     uint64_t flags;
     int32_t nice;
     uint32_t priority;
     uint64_t runtime, deadline, period;
+    uint32_t util_min, util_max;
 };
 
 /* ints: policy, flags, nice, priority, runtime, deadline, period */

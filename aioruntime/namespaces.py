@@ -45,7 +45,7 @@ def check_path(path: str, kind: str, where: str) -> None:
     finally:
         os.close(fd)
     if found != kind:
-        raise ConfigError(where, f"{path} is a {found} namespace, not a {kind} one")
+        raise ConfigError(where, f"{path} is a namespace of type {found}, not {kind}")
 
 
 def is_ours(fd: int, flag: int) -> bool:

@@ -60,4 +60,6 @@ def scheduler(value: Any, path: str) -> Scheduler:
         raise ConfigError(n.at("priority"), "a priority is only for SCHED_FIFO and SCHED_RR")
     if s.policy != "SCHED_DEADLINE" and (s.runtime or s.deadline or s.period):
         raise ConfigError(path, "runtime, deadline and period are only for SCHED_DEADLINE")
+    if s.policy == "SCHED_DEADLINE" and not 1024 <= s.runtime <= s.deadline <= (s.period or s.deadline):
+        raise ConfigError(path, "SCHED_DEADLINE needs 1024 <= runtime <= deadline <= period (ns; period 0 is the deadline)")
     return s
