@@ -1082,7 +1082,9 @@ __asm__(".text\n"
 
 /* setns into every namespace as runc does: all but the user namespace first, putting off
  * those that refuse us (EPERM: owned by the user namespace, joinable from inside only), then
- * the user namespace, as its root, then those put off. */
+ * the user namespace, then those put off. Our ids stay the host's, against which the cgroup2
+ * placement of the clone is checked (an init becomes root of a joined user namespace at its
+ * WAIT_MAPS record). */
 static int join_namespaces(struct exec_ctx *x, const struct aio_join *j)
 {
     uint64_t joined = 0;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -32,8 +33,11 @@ def kind_of(fd: int) -> str:
 
 def check_path(path: str, kind: str, where: str) -> None:
     """``path`` is a namespace of type ``kind``, or ConfigError at ``where``."""
+    not_ns = ConfigError(where, f"{path} is not a namespace (expected a file such as /proc/PID/ns/{KINDS[kind][1]})")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # nsfs files are; opening a fifo would block
+            raise not_ns
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise ConfigError(where, f"cannot open the {kind} namespace {path}: {e.strerror}") from None
     try:
@@ -41,7 +45,7 @@ def check_path(path: str, kind: str, where: str) -> None:
     except OSError as e:
         if e.errno not in (errno.ENOTTY, errno.EINVAL):
             raise
-        raise ConfigError(where, f"{path} is not a namespace (expected a file such as /proc/PID/ns/{KINDS[kind][1]})") from None
+        raise not_ns from None
     finally:
         os.close(fd)
     if found != kind:
@@ -87,8 +91,8 @@ def init_namespaces(linux: Linux) -> InitNamespaces:
     offsets = _offsets(linux.time_offsets or {})
     if offsets:  # the intermediate makes it, to write them before anyone is inside
         clone_flags &= ~CLONE_NEWTIME
-    order = list(KINDS.values())
-    joins.sort(key=lambda j: next(i for i, (flag, _) in enumerate(order) if flag == j[1]))
+    order = [flag for flag, _ in KINDS.values()]  # runc's; _clone.c puts the user namespace in its place
+    joins.sort(key=lambda j: order.index(j[1]))
     return InitNamespaces(clone_flags, unshare_flags, tuple(joins), cgroupns, offsets)
 
 

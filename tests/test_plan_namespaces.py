@@ -4,6 +4,7 @@ the I/O priority."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,12 @@ def test_a_joined_cgroup_namespace_arrives_with_the_go(rootfs: Path) -> None:
     ("/etc/hostname", "/etc/hostname is not a namespace"),
     ("/proc/self/ns/uts", "/proc/self/ns/uts is a namespace of type uts, not network"),
     ("/proc/self", "is not a namespace"),
+    ("fifo", "is not a namespace"),  # not opened: that would block
 ])
 def test_a_bad_path_names_the_field(rootfs: Path, path: str, message: str) -> None:
+    if path == "fifo":
+        path = str(rootfs / "fifo")
+        os.mkfifo(path)
     ns = namespaces(network=path)
     e = config_error(rootfs, linux={"namespaces": ns})
     assert e.path == f"linux.namespaces[{next(i for i, n in enumerate(ns) if n['type'] == 'network')}].path"
