@@ -60,6 +60,15 @@ def is_ours(fd: int, flag: int) -> bool:
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
+def is_ours_path(path: str, kind: str) -> bool:
+    """Whether the namespace file at ``path`` (checked already) is the one we are in."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        return is_ours(fd, KINDS[kind][0])
+    finally:
+        os.close(fd)
+
+
 class InitNamespaces(NamedTuple):
     """How a container's init gets each namespace its config lists."""
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .namespaces import KINDS, InitNamespaces, init_namespaces
+from .namespaces import KINDS, InitNamespaces, init_namespaces, is_ours_path
 from .spec import Capabilities, Linux, Mount, Process, Spec
 from .spec.names import CAPABILITIES
 from .spec.scheduling import IOPRIO_CLASS_SHIFT, IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES
@@ -431,9 +431,9 @@ _UTS_SYSCTLS = frozenset({"kernel.domainname", "kernel.hostname"})
 
 
 def _check_sysctl(key: str, linux: Linux) -> None:
-    def own(kind: str) -> bool:
+    def own(kind: str) -> bool:  # as runc: one joined by path counts, unless it is the host's (ours)
         ns = linux.namespace(kind)
-        return ns is not None and ns.path is None
+        return ns is not None and (ns.path is None or not is_ours_path(ns.path, kind))
 
     where = f'linux.sysctl["{key}"]'
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):

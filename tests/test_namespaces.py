@@ -142,6 +142,14 @@ async def test_exec_joins_namespaces_that_were_joined_by_path(bundle: BundleFact
             assert out.split() == [ns_of(h.pid, n) for n in ("uts", "net", "time")]
 
 
+async def test_a_sysctl_in_a_network_namespace_joined_by_path(bundle: BundleFactory, state_root: Path, cid: str) -> None:
+    with holder("--net", "--fork") as h:
+        b = bundle(sh("cat /proc/sys/net/ipv4/ip_forward"), hostname=None,
+                   linux={"namespaces": with_paths(h, "network"), "sysctl": {"net.ipv4.ip_forward": "1"}})
+        assert await ran(b, cid, state_root) == ("1\n", 0)
+        assert Path(f"/proc/{h.pid}/root/proc/sys/net/ipv4/ip_forward").read_text() == "1\n"  # the holder's sees it
+
+
 # -- time namespaces -----------------------------------------------------------------------
 
 

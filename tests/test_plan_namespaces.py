@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plan import of_type, ops_in_header, plan_of, spec_of
+from test_plan import of_type, ops_in_header, plan_of, rootfs, spec_of  # noqa: F401 - a fixture
 
 from aioruntime import plan
 from aioruntime.errors import ConfigError
@@ -94,14 +94,21 @@ def test_a_joined_cgroup_namespace_arrives_with_the_go(rootfs: Path) -> None:
     ("/proc/self", "is not a namespace"),
     ("fifo", "is not a namespace"),  # not opened: that would block
 ])
-def test_a_bad_path_names_the_field(rootfs: Path, path: str, message: str) -> None:
+def test_a_bad_path_names_the_field(rootfs: Path, tmp_path: Path, path: str, message: str) -> None:
     if path == "fifo":
-        path = str(rootfs / "fifo")
+        path = str(tmp_path / "fifo")
         os.mkfifo(path)
     ns = namespaces(network=path)
     e = config_error(rootfs, linux={"namespaces": ns})
     assert e.path == f"linux.namespaces[{next(i for i, n in enumerate(ns) if n['type'] == 'network')}].path"
     assert message in str(e)
+
+
+def test_a_net_sysctl_in_the_hosts_network_namespace_joined_by_path(rootfs: Path) -> None:
+    # the write would change the host (runc refuses it too); another joined one is the container's
+    e = config_error(rootfs, linux={"namespaces": namespaces(network="/proc/self/ns/net"),
+                                    "sysctl": {"net.ipv4.ip_forward": "1"}})
+    assert e.path == 'linux.sysctl["net.ipv4.ip_forward"]'
 
 
 # -- without a mount namespace of its own -----------------------------------------------------
