@@ -199,6 +199,17 @@ async def test_runs_without_a_mount_namespace(bundle: BundleFactory, state_root:
     assert mounts_under(rootfs) == before  # nothing was mounted on the host
 
 
+async def test_a_terminal_without_a_mount_namespace(bundle: BundleFactory, state_root: Path, cid: str, rootfs: Path) -> None:
+    # the pty comes from the devpts the init sees before its chroot: the host's here
+    b = bundle(["sh", "-c", "echo hi; exit 4"], hostname=None, process={"terminal": True},
+               root={"path": str(rootfs), "readonly": False},
+               linux={"namespaces": [{"type": "pid"}], "maskedPaths": None, "readonlyPaths": None})
+    async with started(b, cid, state_root) as c:
+        assert c.stdout is not None
+        assert await c.stdout.readuntil(b"hi\r\n") == b"hi\r\n"
+        assert await c.wait() == 4
+
+
 # -- process settings ----------------------------------------------------------------------
 
 
