@@ -10,7 +10,8 @@
  * Protocol on the SOCK_SEQPACKET sync socket (the child's end sits just above the
  * preserved fds):
  *   parent -> child  'M'          (user namespace) id maps written: go on past WAIT_MAPS
- *   parent -> child  'G' + fds    v1 tasks files opened: join them, go on past WAIT_GO
+ *   parent -> child  'G' + fds    v1 tasks files opened (and a cgroup namespace to join):
+ *                                 join them, go on past WAIT_GO
  *   child  -> parent 'R'          set up; now blocking on exec.fifo (exec: about to execve);
  *                                 carries the pty master (SCM_RIGHTS) with a TERMINAL step
  *   child  -> parent 'H'          (HOOKS_POINT) mounts made, before pivot_root: the parent runs
@@ -455,6 +456,42 @@ static int mask_path(const char *path)
     return mount("/dev/null", path, NULL, MS_BIND, NULL);
 }
 
+/* No mount namespace of its own (or one joined by path, left as it is): only a chroot into
+ * the rootfs, as crun does; ints: none, strs: the rootfs */
+static int chroot_into(const char *rootfs)
+{
+    if (chdir(rootfs) < 0 || chroot(".") < 0)
+        return -1;
+    return chdir("/");
+}
+
+/* sched_setattr(2)'s argument (SCHED_ATTR_SIZE_VER1, as runc passes it: the utilization
+ * clamps, which the spec does not set, stay 0); glibc declares it only from 2.41 */
+struct aio_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+    uint32_t util_min, util_max;
+};
+
+/* ints: policy, flags, nice, priority, runtime, deadline, period */
+static int set_scheduler(const struct record *r)
+{
+    struct aio_sched_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.size = sizeof(attr);
+    attr.policy = (uint32_t)r->ints[0];
+    attr.flags = (uint64_t)r->ints[1];
+    attr.nice = (int32_t)r->ints[2];
+    attr.priority = (uint32_t)r->ints[3];
+    attr.runtime = (uint64_t)r->ints[4];
+    attr.deadline = (uint64_t)r->ints[5];
+    attr.period = (uint64_t)r->ints[6];
+    return (int)syscall(SYS_sched_setattr, 0, &attr, 0);
+}
+
 /* Raw syscalls, not glibc's wrappers: those signal every thread glibc believes the process
  * has (setxid broadcast), and this copy of a multithreaded parent has only one. */
 static int set_user(const struct record *r)
@@ -839,6 +876,14 @@ static const char *opt(const char *s)
     return s[0] ? s : NULL;
 }
 
+/* Once in the container's root, host paths resolve no more (see base_of). */
+static void close_host_dirs(struct child *c)
+{
+    close(c->root_fd);
+    close(c->slash_fd);
+    c->root_fd = c->slash_fd = -1;
+}
+
 static void run_record(struct child *c, struct record *r, char *scratch)
 {
     switch (r->op) {
@@ -874,18 +919,28 @@ static void run_record(struct child *c, struct record *r, char *scratch)
             fail(c, "unlink", r->strs[0], errno);
         break;
     case AIO_OP_PIVOT_ROOT:
-        close(c->root_fd);
-        close(c->slash_fd);
-        c->root_fd = c->slash_fd = -1;
+        close_host_dirs(c);
         if (pivot_into(r->strs[0]) < 0)
             fail(c, "pivot_root", r->strs[0], errno);
         break;
     case AIO_OP_MOVE_ROOT:
-        close(c->root_fd);
-        close(c->slash_fd);
-        c->root_fd = c->slash_fd = -1;
+        close_host_dirs(c);
         if (move_into(r->strs[0]) < 0)
             fail(c, "chroot", r->strs[0], errno);
+        break;
+    case AIO_OP_CHROOT:
+        close_host_dirs(c);
+        if (chroot_into(r->strs[0]) < 0)
+            fail(c, "chroot", r->strs[0], errno);
+        break;
+    case AIO_OP_IOPRIO:
+        /* ints: class << 13 | level, for this process (IOPRIO_WHO_PROCESS, 0) */
+        if (syscall(SYS_ioprio_set, 1, 0, (int)r->ints[0]) < 0)
+            fail(c, "ioprio_set", "", errno);
+        break;
+    case AIO_OP_SCHED:
+        if (set_scheduler(r) < 0)
+            fail(c, "sched_setattr", "", errno);
         break;
     case AIO_OP_MASK:
         if (mask_path(r->strs[0]) < 0)
@@ -949,9 +1004,10 @@ static void run_record(struct child *c, struct record *r, char *scratch)
             fail(c, "chdir", r->strs[0], errno);
         break;
     case AIO_OP_WAIT_MAPS: {
-        /* in a new user namespace nothing touches a file before the parent wrote the id maps */
+        /* in a new user namespace nothing touches a file before the parent wrote the id maps;
+         * ints: wait for them (0: a user namespace joined by path, mapped already) */
         char maps = 0;
-        if (recv(c->sync_fd, &maps, 1, 0) != 1 || maps != 'M')
+        if (r->ints[0] && (recv(c->sync_fd, &maps, 1, 0) != 1 || maps != 'M'))
             _exit(AIO_EXIT_SETUP_FAILED);
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         /* the init still has the host's ids, unmapped here: become the namespace's root */
@@ -969,6 +1025,8 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         int n = recv_go(c->sync_fd, fds);
         if (n < 0)
             _exit(AIO_EXIT_SETUP_FAILED); /* the parent died or gave up: leave quietly */
+        /* ints[1]: the last fd is a cgroup namespace to join (by path) once in the cgroups */
+        int cgroupns = r->nint > 1 && r->ints[1] && n > 0 ? fds[--n] : -1;
         for (int i = 0; i < n; i++) {
             if (write(fds[i], "0", 1) != 1)
                 fail(c, "join cgroup", i < (int)r->nstr ? r->strs[i] : "", errno);
@@ -976,6 +1034,10 @@ static void run_record(struct child *c, struct record *r, char *scratch)
         }
         if (r->ints[0] && unshare((int)r->ints[0]) < 0)
             fail(c, "unshare", "cgroup namespace", errno);
+        if (cgroupns >= 0 && setns(cgroupns, CLONE_NEWCGROUP) < 0)
+            fail(c, "setns", "cgroup", errno);
+        if (cgroupns >= 0)
+            close(cgroupns);
         break;
     }
     case AIO_OP_WRITE_FILE:
@@ -1198,6 +1260,7 @@ struct exec_ctx {
     char *child_stack;
     int pidfd;
     long pid;
+    int report_fd; /* a forked intermediate reports here (it cannot write to our memory), or -1 */
 };
 
 static const char *ns_name(int type)
@@ -1209,6 +1272,8 @@ static const char *ns_name(int type)
     case CLONE_NEWNET: return "net";
     case CLONE_NEWPID: return "pid";
     case CLONE_NEWNS: return "mnt";
+    case CLONE_NEWCGROUP: return "cgroup";
+    case CLONE_NEWTIME: return "time";
     default: return "?";
     }
 }
@@ -1225,7 +1290,7 @@ static int join_failed(struct exec_ctx *x, const char *step, const char *path, i
 static int exec_child(void *arg)
 {
     struct exec_ctx *x = arg;
-    child_main(x->args, x->join);
+    child_main(x->args, x->join->init ? NULL : x->join);
     return AIO_EXIT_SETUP_FAILED;
 }
 
@@ -1285,22 +1350,67 @@ __asm__(".text\n"
 #define SHARES_MEMORY 0
 #endif
 
-/* The intermediate of an exec. It runs vfork-style (the caller's memory and fd table, the
- * caller's thread suspended, all signals blocked) so it costs no copy of the caller, and has
- * nothing to report but through ``x``. It enters the namespaces in the given order and the
- * init's root, and clones the process with CLONE_PARENT, so that the process is the caller's
- * child (pidfd, reaped by the caller) in the container's pid namespace, straight into the
- * container's cgroup2 cgroup. The process runs vfork-style too where the architecture allows
- * (x86-64, arm64): its setup waits on nothing unbounded (see join_rest), so the caller is
- * suspended for a fraction of a millisecond, until the process execs, as posix_spawn does;
- * elsewhere it is a plain fork of the caller. */
-static int exec_intermediate(void *arg)
+/* setns into every namespace as runc does: all but the user namespace first, putting off
+ * those that refuse us (EPERM: owned by the user namespace, joinable from inside only), then
+ * the user namespace, then those put off. Our ids stay the host's, against which the cgroup2
+ * placement of the clone is checked (an init becomes root of a joined user namespace at its
+ * WAIT_MAPS record). */
+static int join_namespaces(struct exec_ctx *x, const struct aio_join *j)
 {
-    struct exec_ctx *x = arg;
+    uint64_t joined = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < j->n_ns && i < 64; i++) {
+            int user = j->ns_types[i] == CLONE_NEWUSER;
+            if ((joined >> i & 1) || user != (pass == 1))
+                continue;
+            if (setns(j->ns_fds[i], j->ns_types[i]) < 0) {
+                if (errno == EPERM && pass == 0)
+                    continue;
+                return join_failed(x, "setns", ns_name(j->ns_types[i]), errno);
+            }
+            joined |= 1ULL << i;
+        }
+    }
+    return 0;
+}
+
+/* A new time namespace for our children, with its offsets written before anyone is in it
+ * (the kernel refuses them after). The file is opened first, from our own /proc: a mount
+ * namespace joined since may show another. */
+static int new_time_ns(struct exec_ctx *x, int offsets_fd)
+{
+    const char *offsets = x->join->time_offsets;
+    if (unshare(CLONE_NEWTIME) < 0)
+        return join_failed(x, "unshare", "time namespace", errno);
+    size_t n = cstrlen(offsets);
+    if (n && write(offsets_fd, offsets, n) != (ssize_t)n)
+        return join_failed(x, "write", "/proc/self/timens_offsets", errno);
+    return 0;
+}
+
+/* The intermediate. It runs vfork-style (the caller's memory and fd table, the caller's
+ * thread suspended, all signals blocked) so it costs no copy of the caller, and has nothing
+ * to report but through ``x``; forked only where the kernel wants a process of its own
+ * (setns into a time namespace), then it reports through ``x->report_fd``. It enters the
+ * namespaces (see join_namespaces) and, for an exec, the init's root, and clones the
+ * process with CLONE_PARENT, so that the process is the caller's child (pidfd, reaped by
+ * the caller) in the container's pid namespace, straight into the container's cgroup2
+ * cgroup. An init is forked with the plan's clone flags (the namespaces it makes). An
+ * exec'd process runs vfork-style too where the architecture allows (x86-64, arm64): its
+ * setup waits on nothing unbounded (see join_rest), so the caller is suspended for a
+ * fraction of a millisecond, until the process execs, as posix_spawn does; elsewhere it is
+ * a plain fork of the caller. */
+static int exec_intermediate(struct exec_ctx *x)
+{
     const struct aio_join *j = x->join;
-    for (int i = 0; i < j->n_ns; i++)
-        if (setns(j->ns_fds[i], j->ns_types[i]) < 0)
-            return join_failed(x, "setns", ns_name(j->ns_types[i]), errno);
+    int offsets_fd = -1;
+    if (j->time_offsets && (offsets_fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC)) < 0)
+        return join_failed(x, "open", "/proc/self/timens_offsets", errno);
+    int failed = join_namespaces(x, j) || (j->time_offsets && new_time_ns(x, offsets_fd));
+    if (offsets_fd >= 0)
+        close(offsets_fd);
+    if (failed)
+        return 1;
     /* the init's root, not the mount namespace's: they differ after --no-pivot's chroot */
     if (j->root_fd >= 0 && (fchdir(j->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0))
         return join_failed(x, "chroot", "container root", errno);
@@ -1314,23 +1424,51 @@ static int exec_intermediate(void *arg)
     }
     long pid;
 #if SHARES_MEMORY
-    ca.flags |= CLONE_VM | CLONE_VFORK;
-    ca.stack = (uint64_t)(uintptr_t)x->child_stack;
-    ca.stack_size = CHILD_STACK;
-    pid = aio_clone3_call(&ca, sizeof(ca), exec_child, x);
-    if (pid < 0) {
-        errno = (int)-pid;
-        pid = -1;
+    if (!j->init) {
+        ca.flags |= CLONE_VM | CLONE_VFORK;
+        ca.stack = (uint64_t)(uintptr_t)x->child_stack;
+        ca.stack_size = CHILD_STACK;
+        pid = aio_clone3_call(&ca, sizeof(ca), exec_child, x);
+        if (pid < 0) {
+            errno = (int)-pid;
+            pid = -1;
+        }
+        goto cloned;
     }
-#else
+#endif
+    ca.flags |= j->init ? x->args->clone_flags : 0;
     pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0)
         _exit(exec_child(x));
+#if SHARES_MEMORY
+cloned:
 #endif
     if (pid < 0)
         return join_failed(x, "clone3", "", errno);
     x->pid = pid;
     return 0;
+}
+
+/* What a forked intermediate tells the caller. */
+struct exec_report {
+    long pid;
+    int pidfd;
+    struct aio_error err;
+};
+
+static int intermediate_main(void *arg)
+{
+    struct exec_ctx *x = arg;
+    int rc = exec_intermediate(x);
+    if (x->report_fd >= 0) {
+        struct exec_report rep;
+        rep.pid = x->pid;
+        rep.pidfd = x->pidfd;
+        rep.err = *x->err;
+        if (write(x->report_fd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
+            rc = 1;
+    }
+    return rc;
 }
 
 /* Our memory is an exec'd process's until it execs: nobody in the container may ptrace it
@@ -1357,36 +1495,67 @@ static void sharing_ends(void)
     pthread_mutex_unlock(&sharing_lock);
 }
 
+/* A time namespace can be entered only by a process that shares its memory with no other. */
+static int joins_time(const struct aio_join *j)
+{
+    for (int i = 0; i < j->n_ns; i++)
+        if (j->ns_types[i] == CLONE_NEWTIME)
+            return 1;
+    return 0;
+}
+
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err)
 {
-    struct exec_ctx x = {args, join, err, NULL, -1, 0};
+    struct exec_ctx x = {args, join, err, NULL, -1, 0, -1};
+    int report[2] = {-1, -1};
     sigset_t all, old;
     siginfo_t si;
     memset(err, 0, sizeof(*err));
+    int forked = joins_time(join);
+    if (forked && pipe2(report, O_CLOEXEC) < 0) {
+        join_failed(&x, "pipe", "", errno);
+        return -1;
+    }
+    x.report_fd = report[1];
     char *stack = mmap(NULL, EXEC_STACK + CHILD_STACK, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
     if (stack == MAP_FAILED) {
         join_failed(&x, "mmap", "", errno);
-        return -1;
+        stack = NULL;
+        goto out;
     }
     x.child_stack = stack + EXEC_STACK;
     sharing_begins();
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int apid = clone(exec_intermediate, stack + EXEC_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &x);
+    /* an init is forked from the intermediate and goes on on (a copy of) its stack: all of it */
+    char *top = stack + EXEC_STACK + (join->init ? CHILD_STACK : 0);
+    int apid = clone(intermediate_main, top, CLONE_FILES | SIGCHLD | (forked ? 0 : CLONE_VM | CLONE_VFORK), &x);
     int cerr = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     sharing_ends();
     if (apid < 0) {
         join_failed(&x, "clone", "", cerr);
     } else {
-        /* it has released our memory: only the last steps of its exit remain */
+        /* it has released our memory (or exited, if forked): only the last steps of its exit remain */
         while (waitid(P_PID, (id_t)apid, &si, WEXITED) < 0 && errno == EINTR)
             ;
+        struct exec_report rep;
+        if (forked && read(report[0], &rep, sizeof(rep)) == (ssize_t)sizeof(rep)) {
+            x.pid = rep.pid;
+            x.pidfd = rep.pidfd;
+            *err = rep.err;
+        }
         if (!x.pid && !err->kind)
             join_failed(&x, "intermediate", "", ECHILD); /* killed before it could clone */
     }
-    munmap(stack, EXEC_STACK + CHILD_STACK);
+out:
+    if (stack)
+        munmap(stack, EXEC_STACK + CHILD_STACK);
+    if (forked) {
+        close(report[0]);
+        close(report[1]);
+    }
     if (!x.pid)
         return -1;
     *pidfd_out = x.pidfd;

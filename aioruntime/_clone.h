@@ -38,6 +38,9 @@
 #define AIO_OP_SESSION_KEYRING 30
 #define AIO_OP_HOOKS_POINT 31 /* prestart/createRuntime: report 'H', wait for 'C' */
 #define AIO_OP_HOOK 32        /* createContainer now, startContainer after the exec fifo */
+#define AIO_OP_CHROOT 33
+#define AIO_OP_IOPRIO 34
+#define AIO_OP_SCHED 35
 
 #define AIO_MAX_INTS 80
 #define AIO_MAX_STRS 4096
@@ -57,10 +60,11 @@ struct aio_spawn_args {
     int cgroup2_fd;         /* create: the cgroup2 directory to clone into (CLONE_INTO_CGROUP), or -1 */
 };
 
-/* exec: how to enter a running container before the plan runs (see aio_exec). The fds
- * are the caller's, opened from the host (their paths do not resolve in the container). */
+/* How to enter namespaces before the plan runs (see aio_exec): an exec enters a running
+ * container; an init joins the namespaces its config names by path. The fds are the caller's,
+ * opened from the host (their paths do not resolve in the container). */
 struct aio_join {
-    const int *ns_fds;      /* /proc/<init>/ns/<type>, in setns order (all but cgroup) */
+    const int *ns_fds;      /* /proc/<init>/ns/<type> or the config's paths (all but cgroup) */
     const int *ns_types;    /* CLONE_NEW* of each */
     int n_ns;
     int cgroupns_fd;        /* the init's cgroup namespace, joined by the process itself; or -1 */
@@ -69,6 +73,8 @@ struct aio_join {
     const int *tasks_fds;   /* the "tasks" file of each v1 hierarchy, written "0" by the process */
     const char *const *tasks_paths; /* the same, named in errors */
     int n_tasks;
+    int init;               /* a container's init: cloned with the plan's clone_flags, forked (it blocks) */
+    const char *time_offsets; /* init: unshare a time namespace with these offsets first, or NULL */
 };
 
 struct aio_error {
@@ -91,6 +97,7 @@ struct aio_hook_error {
 };
 
 int aio_spawn(const struct aio_spawn_args *args, int *pidfd_out);
+/* Start a process through an intermediate that joins ``join``'s namespaces (see exec_intermediate). */
 int aio_exec(const struct aio_spawn_args *args, const struct aio_join *join, int *pidfd_out, struct aio_error *err);
 /* The sync channel and fd passing, here so that the CLI need not import Python's socket module. */
 int aio_sync_pair(int fds[2]);

@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
+from .namespaces import KINDS, InitNamespaces, init_namespaces, is_ours_path
 from .spec import Capabilities, Hook, Linux, Mount, Process, Spec
 from .spec.names import CAPABILITIES
+from .spec.scheduling import IOPRIO_CLASS_SHIFT, IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES
 
 # <sys/mount.h>
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_REMOUNT = 1, 2, 4, 8, 16, 32
@@ -56,21 +58,14 @@ PROPAGATION: dict[str, int] = {
 # options runc accepts that change how a mount is made, not mount(2) flags or data
 _IGNORED_OPTIONS = frozenset({"tmpcopyup", "idmap", "ridmap", "nocopyup", "copyup"})
 
-NAMESPACE_FLAGS: dict[str, int] = {
-    "pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000,
-    "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "user": 0x10000000,
-}
+NAMESPACE_FLAGS: dict[str, int] = {kind: flag for kind, (flag, _) in KINDS.items()}
 CLONE_NEWCGROUP = NAMESPACE_FLAGS["cgroup"]
 CLONE_NEWUSER = NAMESPACE_FLAGS["user"]
+CLONE_NEWNS = NAMESPACE_FLAGS["mount"]
 # exec joins in runc's order (libcontainer's NamespaceTypes): user first, for the
 # capabilities over the others; mount after pid and net, whose files it would hide.
 # type -> (name under /proc/PID/ns, CLONE_NEW*)
-JOIN_ORDER: dict[str, tuple[str, int]] = {
-    "user": ("user", CLONE_NEWUSER), "ipc": ("ipc", NAMESPACE_FLAGS["ipc"]),
-    "uts": ("uts", NAMESPACE_FLAGS["uts"]), "network": ("net", NAMESPACE_FLAGS["network"]),
-    "pid": ("pid", NAMESPACE_FLAGS["pid"]), "mount": ("mnt", NAMESPACE_FLAGS["mount"]),
-    "cgroup": ("cgroup", CLONE_NEWCGROUP),
-}
+JOIN_ORDER: dict[str, tuple[str, int]] = {kind: (name, flag) for kind, (flag, name) in KINDS.items()}
 
 S_IFCHR, S_IFBLK, S_IFIFO = 0o020000, 0o060000, 0o010000
 KEY_USR_SEARCH, KEY_OTH_SEARCH = 0x00080000, 0x00000008  # keyring permissions (keyutils.h)
@@ -141,6 +136,14 @@ class PivotRootStep(NamedTuple):
 
 class MoveRootStep(NamedTuple):
     """--no-pivot: move the rootfs onto / and chroot, for roots pivot_root refuses (ramfs)."""
+
+    rootfs: str
+
+
+class ChrootStep(NamedTuple):
+    """No mount namespace of the container's own (none, or one joined by path): chroot into
+    the rootfs and mount nothing, as crun does; mounts made there would be the host's (or
+    the joined namespace's) and outlive the container."""
 
     rootfs: str
 
@@ -227,6 +230,24 @@ class SeccompStep(NamedTuple):
     late: bool
 
 
+class IoPriorityStep(NamedTuple):
+    """ioprio_set(IOPRIO_WHO_PROCESS, 0, ``value``): inherited by what the process starts."""
+
+    value: int  # class << 13 | level
+
+
+class SchedulerStep(NamedTuple):
+    """sched_setattr(0, ...); before the capabilities go (a real-time policy needs CAP_SYS_NICE)."""
+
+    policy: int
+    flags: int = 0
+    nice: int = 0
+    priority: int = 0
+    runtime: int = 0
+    deadline: int = 0
+    period: int = 0
+
+
 class UmaskStep(NamedTuple):
     mask: int
 
@@ -249,14 +270,16 @@ class WaitGoStep(NamedTuple):
 
     join: tuple[str, ...] = ()  # the tasks file of each v1 hierarchy
     unshare: int = 0
+    cgroupns: str = ""  # a cgroup namespace to join (by path), after the cgroups: it arrives opened with the go
 
 
 class WaitMapsStep(NamedTuple):
-    """In a new user namespace: wait until the parent has written the uid and gid maps.
+    """In a new user namespace: wait until the parent has written the uid and gid maps; then
+    (in a joined one at once) become the namespace's root.
 
     First of all steps: until then every file the init touches would be unmapped."""
 
-    on: bool = True
+    wait: bool = True  # False: the user namespace was joined by path, its maps are written
 
 
 class TerminalStep(NamedTuple):
@@ -312,30 +335,35 @@ Step = (
     | RootfsStep | MaskStep | ReadonlyStep | HostnameStep | DomainnameStep | LoopbackUpStep | RlimitStep
     | KeepCapsStep | UserStep | BoundingStep | CapsStep | NoNewPrivsStep | UmaskStep | ChdirStep | WaitGoStep
     | ExecStep | WriteFileStep | PersonalityStep | SeccompStep | WaitMapsStep | TerminalStep | SessionKeyringStep
-    | HooksPointStep | HookStep
+    | HooksPointStep | HookStep | ChrootStep | IoPriorityStep | SchedulerStep
 )
 
 
 class Join(NamedTuple):
-    """How an exec'd process enters a running container, before its steps run.
+    """How an exec'd process enters a running container, or an init the namespaces its
+    config names by path, before its steps run.
 
     The parent opens every file (their host paths do not resolve in the container); the
-    compiled intermediate setns()es into ``namespaces`` in this order and chroots to the
-    init's root, and clones the process straight into the cgroup2 cgroup; the process joins
-    the cgroup namespace and the v1 hierarchies (their ``tasks`` files) itself."""
+    compiled intermediate setns()es into ``namespaces`` (the user namespace in runc's place,
+    see _clone.c), unshares a time namespace with ``time_offsets``, chroots to the init's
+    root, and clones the process straight into the cgroup2 cgroup; an exec'd process joins
+    the cgroup namespace and the v1 hierarchies (their ``tasks`` files) itself (an init, at
+    its WaitGoStep)."""
 
-    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME, CLONE_NEW*), the cgroup one aside
-    cgroupns: str  # /proc/PID/ns/cgroup, or "" when the container shares ours
-    root: str  # /proc/PID/root
-    cgroup2: str  # the container's cgroup2 directory, or ""
-    tasks: tuple[str, ...]  # the tasks file of the container's cgroup in each v1 hierarchy
+    namespaces: tuple[tuple[str, int], ...]  # (/proc/PID/ns/NAME or a path, CLONE_NEW*), the cgroup one aside
+    cgroupns: str = ""  # /proc/PID/ns/cgroup, or "" when the container shares ours
+    root: str = ""  # /proc/PID/root
+    cgroup2: str = ""  # the container's cgroup2 directory, or ""
+    tasks: tuple[str, ...] = ()  # the tasks file of the container's cgroup in each v1 hierarchy
+    init: bool = False  # the process is a container's init, cloned with Plan.clone_flags
+    time_offsets: str = ""  # init: /proc/self/timens_offsets lines of a new time namespace
 
 
 class Plan(NamedTuple):
     steps: tuple[Step, ...]
     clone_flags: int  # namespaces made by clone3
     rootfs: str
-    join: Join | None = None  # exec only
+    join: Join | None = None  # exec, and an init that joins namespaces or offsets time
 
 
 class CgroupMount(NamedTuple):
@@ -438,9 +466,9 @@ _UTS_SYSCTLS = frozenset({"kernel.domainname", "kernel.hostname"})
 
 
 def _check_sysctl(key: str, linux: Linux) -> None:
-    def own(kind: str) -> bool:
+    def own(kind: str) -> bool:  # as runc: one joined by path counts, unless it is the host's (ours)
         ns = linux.namespace(kind)
-        return ns is not None and ns.path is None
+        return ns is not None and (ns.path is None or not is_ours_path(ns.path, kind))
 
     where = f'linux.sysctl["{key}"]'
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
@@ -509,12 +537,23 @@ def _environ(env: Iterable[str], rootfs: str, uid: int) -> tuple[str, ...]:
     return tuple(merged.values())
 
 
+def _scheduling_steps(proc: Process) -> list[Step]:
+    steps: list[Step] = []
+    if (s := proc.scheduler) is not None:
+        flags = sum(SCHED_FLAGS[f] for f in set(s.flags))
+        steps.append(SchedulerStep(SCHED_POLICIES[s.policy], flags, s.nice, s.priority, s.runtime, s.deadline, s.period))
+    if (io := proc.io_priority) is not None:
+        steps.append(IoPriorityStep(IOPRIO_CLASSES[io.class_] << IOPRIO_CLASS_SHIFT | io.priority))
+    return steps
+
+
 def process_steps(proc: Process, rootfs: str, linux: Linux, *, rootless: bool = False) -> list[Step]:
-    """What makes the process itself, for an init and an exec alike: rlimits, personality,
-    no_new_privs, seccomp, bounding set, user and groups, capabilities, umask, cwd, argv, env."""
+    """What makes the process itself, for an init and an exec alike: rlimits, scheduler and
+    I/O priority, personality, no_new_privs, seccomp, bounding set, user and groups, capabilities, umask, cwd, argv, env."""
     for i, r in enumerate(proc.rlimits):
         _check_rlimit(i, r.type, r.hard)
     steps: list[Step] = [RlimitStep(r.type, r.soft, r.hard) for r in proc.rlimits]
+    steps += _scheduling_steps(proc)
     if linux.personality is not None:
         steps.append(PersonalityStep(_persona(linux.personality)))
     if proc.no_new_privileges:
@@ -602,82 +641,26 @@ def build(
     env = _environ(spec.process.env, rootfs, spec.process.user.uid)
     state = hook_state or {}
     linux = spec.linux
-    clone_flags = unshare_flags = 0  # the cgroup namespace is unshared at WaitGoStep
-    for i, ns in enumerate(linux.namespaces):
-        if ns.path:
-            raise ConfigError(f"linux.namespaces[{i}].path", "joining an existing namespace is not supported yet")
-        if ns.type not in NAMESPACE_FLAGS:
-            raise ConfigError(f"linux.namespaces[{i}].type", f"{ns.type} namespaces are not supported yet")
-        if ns.type == "cgroup":
-            unshare_flags |= CLONE_NEWCGROUP
-        else:
-            clone_flags |= NAMESPACE_FLAGS[ns.type]
+    ns = init_namespaces(linux)
+    clone_flags = ns.clone_flags
     if clone_flags & CLONE_NEWUSER and not (linux.uid_mappings and linux.gid_mappings):
         raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
-    if not clone_flags & NAMESPACE_FLAGS["mount"]:
-        raise ConfigError("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}")
 
-    root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
     steps: list[Step] = [WaitMapsStep()] if clone_flags & CLONE_NEWUSER else []
+    if any(flag == CLONE_NEWUSER for _, flag in ns.joins):
+        steps.append(WaitMapsStep(wait=False))
     if session_keyring:  # searchable by the container's processes (runc's permissions)
         search = KEY_OTH_SEARCH if clone_flags & CLONE_NEWUSER else KEY_USR_SEARCH
         steps.append(SessionKeyringStep(session_keyring, search))
     if spec.process.oom_score_adj is not None:  # the host's /proc: the init's own entry
         steps.append(WriteFileStep("/proc/self/oom_score_adj", str(spec.process.oom_score_adj)))
-    steps += [
-        # nothing the container mounts may propagate back to the host
-        MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
-        MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
-        RootfsStep(rootfs),
-    ]
-    for i, m in enumerate(spec.mounts):
-        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(unshare_flags & CLONE_NEWCGROUP), rootless))
-
-    dev_is_bind = any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts)
-    if not dev_is_bind:
-        # the config's devices first: they win over a default one at the same path
-        devices = [
-            (d.path, DEVICE_TYPES[d.type] | (d.file_mode if d.file_mode is not None else 0o666),
-             d.major, d.minor, d.uid or 0, d.gid or 0)
-            for d in linux.devices
-        ]
-        devices += [(p, DEVICE_TYPES["c"] | 0o666, ma, mi, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
-        seen: set[str] = set()
-        for path, mode, major, minor, uid, gid in devices:
-            if path in seen:
-                continue
-            seen.add(path)
-            target = host_path(rootfs, path)
-            steps.append(MkdirStep(posixpath.dirname(target)))
-            steps.append(UnlinkStep(target))
-            if clone_flags & CLONE_NEWUSER:  # no mknod in a user namespace: bind the host's node
-                if not os.path.exists(path):
-                    raise ConfigError("linux.devices", f"{path} must exist on the host to be bound into a user namespace")
-                steps.append(MountStep(path, target, "", "", MS_BIND, make=2))
-            else:
-                steps.append(MknodStep(target, mode, major, minor, uid, gid))
-        for src, link in DEV_SYMLINKS:
-            steps.append(SymlinkStep(src, host_path(rootfs, link)))
-        if os.path.exists("/proc/kcore"):
-            steps.append(SymlinkStep("/proc/kcore", host_path(rootfs, "/dev/core")))
-        steps.append(UnlinkStep(host_path(rootfs, "/dev/ptmx")))
-        steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
-
-    if hooks.prestart or hooks.create_runtime:
-        steps.append(HooksPointStep())
-    steps += [_hook_step("createContainer", i, h, state, "creating", env) for i, h in enumerate(hooks.create_container)]
-    steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
-    if spec.process.terminal:  # after the pivot (the container's devpts), before anything read-only
-        steps.append(terminal_step(spec.process, console=True))
-    if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
-        steps.append(MountStep("", "/", "", "", root_prop))
-    for key, value in linux.sysctl.items():  # before /proc/sys is made read-only
-        _check_sysctl(key, linux)
-        steps.append(WriteFileStep("/proc/sys/" + key.replace(".", "/"), value))
-    steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
-    steps.extend(MaskStep(p) for p in linux.masked_paths)
-    if spec.root.readonly:
-        steps.append(ReadonlyStep("/", bind=False))
+    # mounts made, root not yet switched: the parent's hooks, then the init's createContainer ones
+    hook_steps: list[Step] = [HooksPointStep()] if hooks.prestart or hooks.create_runtime else []
+    hook_steps += [_hook_step("createContainer", i, h, state, "creating", env) for i, h in enumerate(hooks.create_container)]
+    if clone_flags & CLONE_NEWNS:
+        steps += _filesystem_steps(spec, rootfs, bundle, cgroups, ns, hook_steps, no_pivot=no_pivot, rootless=rootless)
+    else:
+        steps += _chroot_steps(spec, rootfs, hook_steps)
     if spec.hostname is not None:
         steps.append(HostnameStep(spec.hostname))
     if spec.domainname is not None:
@@ -698,8 +681,102 @@ def build(
         default=process_steps_at,
     )
     v1 = tuple(posixpath.join(cg.host_path, "tasks") for cg in cgroups if cg.fstype == "cgroup")
-    steps.insert(go, WaitGoStep(v1, unshare_flags))
-    return Plan(tuple(steps), clone_flags, rootfs)
+    steps.insert(go, WaitGoStep(v1, ns.unshare_flags, ns.cgroupns))
+    join = Join(ns.joins, init=True, time_offsets=ns.time_offsets) if ns.joins or ns.time_offsets else None
+    return Plan(tuple(steps), clone_flags, rootfs, join)
+
+
+def _sysctl_steps(linux: Linux) -> list[Step]:
+    steps: list[Step] = []
+    for key, value in linux.sysctl.items():
+        _check_sysctl(key, linux)
+        steps.append(WriteFileStep("/proc/sys/" + key.replace(".", "/"), value))
+    return steps
+
+
+def _chroot_steps(spec: Spec, rootfs: str, hook_steps: list[Step]) -> list[Step]:
+    """Without a mount namespace of its own (crun's way, see ChrootStep): the sysctls through
+    the host's /proc (each namespaced file shows the writer's namespace), a terminal from
+    the devpts the init sees, the hooks, then the chroot. Whatever would change mounts is refused."""
+    assert spec.root is not None and spec.process is not None
+    for key, found in (("maskedPaths", spec.linux.masked_paths), ("readonlyPaths", spec.linux.readonly_paths)):
+        if found:
+            raise ConfigError(f"linux.{key}", f'{key} need a new mount namespace: add {{"type": "mount"}} to linux.namespaces')
+    if spec.root.readonly:
+        raise ConfigError("root.readonly", 'a read-only root needs a new mount namespace: add {"type": "mount"} to linux.namespaces')
+    steps = _sysctl_steps(spec.linux)
+    if spec.process.terminal:
+        steps.append(terminal_step(spec.process))
+    steps += hook_steps
+    steps.append(ChrootStep(rootfs))
+    return steps
+
+
+def _filesystem_steps(
+    spec: Spec, rootfs: str, bundle: str, cgroups: Sequence[CgroupMount], ns: InitNamespaces, hook_steps: list[Step],
+    *, no_pivot: bool, rootless: bool,
+) -> list[Step]:
+    """In the container's new mount namespace: propagation, the rootfs bind, the mounts,
+    /dev, the hooks, the pivot, then the sysctls, read-only and masked paths."""
+    assert spec.root is not None and spec.process is not None
+    linux = spec.linux
+    root_prop = PROPAGATION.get(linux.rootfs_propagation or "", MS_SLAVE | MS_REC)
+    steps: list[Step] = [
+        # nothing the container mounts may propagate back to the host
+        MountStep("", "/", "", "", root_prop if root_prop & (MS_SLAVE | MS_PRIVATE) else MS_SLAVE | MS_REC),
+        MountStep(rootfs, rootfs, "", "", MS_BIND | MS_REC),
+        RootfsStep(rootfs),
+    ]
+    for i, m in enumerate(spec.mounts):
+        steps.extend(_mount_steps(i, m, rootfs, bundle, cgroups, bool(ns.unshare_flags & CLONE_NEWCGROUP), rootless))
+    if not any(m.destination.rstrip("/") == "/dev" and _is_bind(m) for m in spec.mounts):
+        steps += _dev_steps(linux, rootfs)
+    steps += hook_steps
+    steps.append(MoveRootStep(rootfs) if no_pivot else PivotRootStep(rootfs))
+    if spec.process.terminal:  # after the pivot (the container's devpts), before anything read-only
+        steps.append(terminal_step(spec.process, console=True))
+    if root_prop & MS_SHARED or root_prop & MS_UNBINDABLE:
+        steps.append(MountStep("", "/", "", "", root_prop))
+    steps += _sysctl_steps(linux)  # before /proc/sys is made read-only
+    steps.extend(ReadonlyStep(p) for p in linux.readonly_paths)
+    steps.extend(MaskStep(p) for p in linux.masked_paths)
+    if spec.root.readonly:
+        steps.append(ReadonlyStep("/", bind=False))
+    return steps
+
+
+def _dev_steps(linux: Linux, rootfs: str) -> list[Step]:
+    """/dev as runc makes it: the devices (bound from the host in a user namespace, where
+    mknod is refused), the /proc/self/fd links, ptmx pointing into the devpts."""
+    steps: list[Step] = []
+    # the config's devices first: they win over a default one at the same path
+    devices = [
+        (d.path, DEVICE_TYPES[d.type] | (d.file_mode if d.file_mode is not None else 0o666),
+         d.major, d.minor, d.uid or 0, d.gid or 0)
+        for d in linux.devices
+    ]
+    devices += [(p, DEVICE_TYPES["c"] | 0o666, ma, mi, 0, 0) for p, ma, mi in DEFAULT_DEVICES]
+    seen: set[str] = set()
+    for path, mode, major, minor, uid, gid in devices:
+        if path in seen:
+            continue
+        seen.add(path)
+        target = host_path(rootfs, path)
+        steps.append(MkdirStep(posixpath.dirname(target)))
+        steps.append(UnlinkStep(target))
+        if linux.namespace("user") is not None:  # no mknod in a user namespace: bind the host's node
+            if not os.path.exists(path):
+                raise ConfigError("linux.devices", f"{path} must exist on the host to be bound into a user namespace")
+            steps.append(MountStep(path, target, "", "", MS_BIND, make=2))
+        else:
+            steps.append(MknodStep(target, mode, major, minor, uid, gid))
+    for src, link in DEV_SYMLINKS:
+        steps.append(SymlinkStep(src, host_path(rootfs, link)))
+    if os.path.exists("/proc/kcore"):
+        steps.append(SymlinkStep("/proc/kcore", host_path(rootfs, "/dev/core")))
+    steps.append(UnlinkStep(host_path(rootfs, "/dev/ptmx")))
+    steps.append(SymlinkStep("pts/ptmx", host_path(rootfs, "/dev/ptmx")))
+    return steps
 
 
 def build_exec(
@@ -770,6 +847,12 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
                 rec("MOVE_ROOT", [], [step.rootfs])
             case MaskStep():
                 rec("MASK", [], [step.path])
+            case ChrootStep():
+                rec("CHROOT", [], [step.rootfs])
+            case IoPriorityStep():
+                rec("IOPRIO", [step.value])
+            case SchedulerStep():
+                rec("SCHED", [step.policy, step.flags, step.nice, step.priority, step.runtime, step.deadline, step.period])
             case ReadonlyStep():
                 rec("READONLY", [int(step.bind)], [step.path])
             case HostnameStep():
@@ -801,9 +884,9 @@ def encode(plan: Plan, codes: Mapping[str, int], last_cap: int) -> bytes:
             case SeccompStep():
                 rec("SECCOMP", [step.flags, int(step.late)], [step.program.hex()])
             case WaitMapsStep():
-                rec("WAIT_MAPS", [])
+                rec("WAIT_MAPS", [int(step.wait)])
             case WaitGoStep():
-                rec("WAIT_GO", [step.unshare], step.join)
+                rec("WAIT_GO", [step.unshare, int(bool(step.cgroupns))], step.join)
             case TerminalStep():
                 rec("TERMINAL", [step.rows, step.cols, step.uid, int(step.console)])
             case SessionKeyringStep():

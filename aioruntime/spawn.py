@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 from .errors import CgroupError, HookError, SpawnError
+from .namespaces import is_ours
 from .plan import Plan, WaitGoStep, encode, last_cap
 from .spec import IDMapping
 
@@ -65,7 +66,11 @@ def spawn(
     cgroup2: str = "",
 ) -> Init:
     """clone3 the init into its namespaces, and straight into the ``cgroup2`` directory if
-    given; it waits for ``go()`` before joining its v1 cgroups."""
+    given; it waits for ``go()`` before joining its v1 cgroups. With a ``join`` (namespaces
+    by path, time offsets) an intermediate joins them first (``_start``)."""
+    if plan.join is not None:
+        return _start(plan, stdio=stdio, state_dir_fd=state_dir_fd, preserve_fds=preserve_fds,
+                      wait_fifo=wait_fifo, cgroup2=cgroup2)
     wire = _wire(plan)
     parent, child = _sync_pair()
     args = _args(plan, wire, stdio, child, state_dir_fd, preserve_fds, wait_fifo)
@@ -91,8 +96,17 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
     millisecond where it shares our memory until then, see _clone.c); its report is on
     ``sync`` (``read_report``) by then, or soon after on architectures where it is a fork.
     """
+    return _start(plan, stdio=stdio, state_dir_fd=-1, preserve_fds=preserve_fds, wait_fifo=False)
+
+
+def _start(
+    plan: Plan, *, stdio: tuple[int, int, int], state_dir_fd: int, preserve_fds: int, wait_fifo: bool, cgroup2: str = ""
+) -> Init:
+    """The process of ``plan``, started through the compiled intermediate (aio_exec) that
+    enters ``plan.join``; a namespace we are in already is left out (setns into our own user
+    namespace is an error, into any other a no-op)."""
     join = plan.join
-    assert join is not None, "an exec plan has a join"
+    assert join is not None, "a plan with a join"
     wire = _wire(plan)
     opened: list[int] = []
 
@@ -104,20 +118,24 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
         return fd
 
     try:
+        namespaces = [(open_(path, os.O_RDONLY), flag) for path, flag in join.namespaces]
+        namespaces = [(fd, flag) for fd, flag in namespaces if not is_ours(fd, flag)]
         j = _ffi.new("struct aio_join *")
-        ns_fds = _ffi.new("int[]", [open_(path, os.O_RDONLY) for path, _ in join.namespaces])
-        ns_types = _ffi.new("int[]", [flag for _, flag in join.namespaces])
+        ns_fds = _ffi.new("int[]", [fd for fd, _ in namespaces])
+        ns_types = _ffi.new("int[]", [flag for _, flag in namespaces])
         tasks_fds = _ffi.new("int[]", [open_(path, os.O_WRONLY) for path in join.tasks])
         paths = [_ffi.new("char[]", p.encode()) for p in join.tasks]
         tasks_paths = _ffi.new("char *[]", paths)
-        j.ns_fds, j.ns_types, j.n_ns = ns_fds, ns_types, len(join.namespaces)
+        offsets = _ffi.new("char[]", join.time_offsets.encode()) if join.time_offsets else _ffi.NULL
+        j.ns_fds, j.ns_types, j.n_ns = ns_fds, ns_types, len(namespaces)
         j.cgroupns_fd = open_(join.cgroupns, os.O_RDONLY)
         j.root_fd = open_(join.root, os.O_PATH | os.O_DIRECTORY)
-        j.cgroup2_fd = open_(join.cgroup2, os.O_RDONLY | os.O_DIRECTORY)
+        j.cgroup2_fd = open_(join.cgroup2 or cgroup2, os.O_RDONLY | os.O_DIRECTORY)
         j.tasks_fds, j.tasks_paths, j.n_tasks = tasks_fds, tasks_paths, len(join.tasks)
+        j.init, j.time_offsets = int(join.init), offsets
         parent, child = _sync_pair()
         opened += (parent, child)
-        args = _args(plan, wire, stdio, child, -1, preserve_fds, False)
+        args = _args(plan, wire, stdio, child, state_dir_fd, preserve_fds, wait_fifo)
         pidfd = _ffi.new("int *")
         err = _ffi.new("struct aio_error *")
         pid = _lib.aio_exec(args, j, pidfd, err)
@@ -131,7 +149,8 @@ def exec_(plan: Plan, *, stdio: tuple[int, int, int] = (-1, -1, -1), preserve_fd
 
 
 def go(init: Init, plan: Plan) -> None:
-    """Let the init past its WaitGoStep, handing it its v1 ``tasks`` files opened here.
+    """Let the init past its WaitGoStep, handing it its v1 ``tasks`` files opened here (and
+    the cgroup namespace it joins by path).
 
     The kernel checks a cgroup migration against the credentials of whoever opened the
     file, so the init can join from inside a user namespace too (see plan.WaitGoStep).
@@ -144,6 +163,8 @@ def go(init: Init, plan: Plan) -> None:
                 fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
             except OSError as e:
                 raise CgroupError(f"cannot open {path} to join the cgroup: {e.strerror}") from e
+        if step.cgroupns:  # checked by plan.build; last, where the init looks for it
+            fds.append(os.open(step.cgroupns, os.O_RDONLY | os.O_CLOEXEC))
         err = _lib.aio_send_go(init.sync, fds, len(fds))
         if err < 0:
             read_report(init)  # the init failed before its WaitGoStep: raise what it said

@@ -638,26 +638,6 @@ def test_no_lo_step_in_the_host_network_namespace(rootfs: Path) -> None:
     assert not of_type(p, plan.LoopbackUpStep)
 
 
-def test_no_mount_namespace(rootfs: Path) -> None:
-    with pytest.raises(ConfigError) as e:
-        plan_of(rootfs, linux={"namespaces": [{"type": "pid"}, {"type": "uts"}]})
-    assert e.value.path == "linux.namespaces"
-
-
-def test_namespace_path_is_not_supported_yet(rootfs: Path) -> None:
-    namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "network", "path": "/proc/1/ns/net"}, {"type": "uts"}]
-    with pytest.raises(ConfigError) as e:
-        plan_of(rootfs, linux={"namespaces": namespaces})
-    assert e.value.path == "linux.namespaces[2].path"
-
-
-def test_unsupported_namespace_type(rootfs: Path) -> None:
-    namespaces = default_spec()["linux"]["namespaces"] + [{"type": "time"}]
-    with pytest.raises(ConfigError) as e:
-        plan_of(rootfs, linux={"namespaces": namespaces})
-    assert e.value.path == f"linux.namespaces[{len(namespaces) - 1}].type"
-
-
 def test_missing_rootfs(rootfs: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         plan_of(rootfs, root={"path": str(tmp_path / "nope")})

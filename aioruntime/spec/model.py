@@ -48,6 +48,25 @@ class Rlimit(NamedTuple):
     soft: int
 
 
+class IOPriority(NamedTuple):
+    """``process.ioPriority``: ioprio_set(2) class (IOPRIO_CLASS_RT, _BE, _IDLE) and level 0-7."""
+
+    class_: str
+    priority: int
+
+
+class Scheduler(NamedTuple):
+    """``process.scheduler``: the sched_setattr(2) attributes, names as the spec spells them."""
+
+    policy: str
+    nice: int = 0
+    priority: int = 0
+    flags: tuple[str, ...] = ()
+    runtime: int = 0
+    deadline: int = 0
+    period: int = 0
+
+
 class Process(NamedTuple):
     args: tuple[str, ...]
     cwd: str
@@ -61,6 +80,8 @@ class Process(NamedTuple):
     apparmor_profile: str | None = None
     oom_score_adj: int | None = None
     selinux_label: str | None = None
+    io_priority: IOPriority | None = None
+    scheduler: Scheduler | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Process:
@@ -95,6 +116,13 @@ class IDMapping(NamedTuple):
     container_id: int
     host_id: int
     size: int
+
+
+class TimeOffset(NamedTuple):
+    """One clock's offset in a new time namespace (``linux.timeOffsets``)."""
+
+    secs: int
+    nanosecs: int
 
 
 class Device(NamedTuple):
@@ -140,7 +168,7 @@ class Linux(NamedTuple):
     mount_label: str | None = None
     sysctl: Mapping[str, str] = _EMPTY
     seccomp: Mapping[str, Any] | None = None
-    time_offsets: Mapping[str, Any] | None = None
+    time_offsets: Mapping[str, TimeOffset] | None = None  # clock (monotonic, boottime) -> offset
     personality: Mapping[str, Any] | None = None
     intel_rdt: Mapping[str, Any] | None = None
 

@@ -40,10 +40,12 @@ from .model import (
     Rlimit,
     Root,
     Spec,
+    TimeOffset,
     User,
 )
 from .names import CAPABILITIES, DEVICE_TYPES, NAMESPACE_TYPES, RLIMITS, ROOTFS_PROPAGATIONS
 from .resources import config_resources
+from .scheduling import io_priority, scheduler
 
 _c_strings = list_of(c_string, "strings")
 _paths = list_of(abs_path, "absolute paths")
@@ -144,6 +146,8 @@ def _process(value: Any, path: str) -> Process:
         apparmor_profile=n.get("apparmorProfile", string, None),
         oom_score_adj=n.get("oomScoreAdj", _oom_score_adj, None),
         selinux_label=n.get("selinuxLabel", string, None),
+        io_priority=n.get("ioPriority", io_priority, None),
+        scheduler=n.get("scheduler", scheduler, None),
     )
 
 
@@ -212,6 +216,24 @@ def _device(value: Any, path: str) -> Device:
     )
 
 
+_CLOCKS = ("monotonic", "boottime")  # the clocks a time namespace offsets
+
+
+def _time_offsets(value: Any, path: str) -> MappingProxyType[str, TimeOffset]:
+    n = Node(value, path)
+    offsets = {}
+    for clock in n.data:
+        where = n.at(clock)
+        if clock not in _CLOCKS:
+            raise ConfigError(where, f"expected one of the clocks {', '.join(_CLOCKS)}")
+        o = Node(n.data[clock], where)
+        offsets[clock] = TimeOffset(
+            secs=o.get("secs", integer(-(2**63), 2**63 - 1), 0),
+            nanosecs=o.get("nanosecs", integer(0, 999_999_999), 0),
+        )
+    return MappingProxyType(offsets)
+
+
 def _linux(value: Any, path: str) -> Linux:
     n = Node(value, path)
     namespaces = n.get("namespaces", list_of(_namespace, "namespace objects"), ())
@@ -230,10 +252,13 @@ def _linux(value: Any, path: str) -> Linux:
         mount_label=n.get("mountLabel", string, None),
         sysctl=n.get("sysctl", string_map, MappingProxyType({})),
         seccomp=n.get("seccomp", raw_object, None),
-        time_offsets=n.get("timeOffsets", raw_object, None),
+        time_offsets=n.get("timeOffsets", _time_offsets, None),
         personality=n.get("personality", raw_object, None),
         intel_rdt=n.get("intelRdt", raw_object, None),
     )
+    time = linux.namespace("time")
+    if linux.time_offsets is not None and (time is None or time.path):
+        raise ConfigError(n.at("timeOffsets"), 'time offsets need a new time namespace: add {"type": "time"} without a path')
     if linux.namespace("user") is None:
         for key, found in (("uidMappings", linux.uid_mappings), ("gidMappings", linux.gid_mappings)):
             if found:
