@@ -98,8 +98,9 @@ async def test_each_kind_runs_once_in_place_with_its_state(
     got = lines(tmp_path / "log")
     kinds = [entry[0] for entry in got]
     assert kinds == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
-    expected = {  # runc's status and pid at each point: the in-container ones report getpid()
-        "prestart": ("creating", pid), "createRuntime": ("creating", pid), "createContainer": ("creating", 1),
+    expected = {  # runc's status and pid at each point (prestart: crun's and the OCI validation
+        # suite's status); the in-container ones report getpid()
+        "prestart": ("created", pid), "createRuntime": ("creating", pid), "createContainer": ("creating", 1),
         "startContainer": ("created", 1), "poststart": ("running", pid), "poststop": ("stopped", 0),
     }
     for kind, text, mnt, uts, _, _ in got:

@@ -143,8 +143,9 @@ class Creation:
     def runtime_hooks(self) -> hooks.Run[None]:
         """Between ``begin()`` and ``finish()``: if the config has prestart or createRuntime
         hooks, wait for the init at its hooks point, run them here (in our namespaces, with
-        the state: creating, the init's pid) and let the init go on. A failure is raised
-        (HookError); the caller aborts."""
+        the init's pid) and let the init go on. A failure is raised (HookError); the caller
+        aborts. createRuntime gets status "creating" (runc); prestart, deprecated and once
+        defined as run at start, "created" (crun, and the runtime-tools validation suite)."""
         assert self.init is not None and self.spec is not None
         found = self.spec.hooks
         if not (found.prestart or found.create_runtime):
@@ -152,7 +153,7 @@ class Creation:
         yield hooks.Wait((self.init.sync,))
         spawn.read_hooks_point(self.init)
         state = {**self._hook_state, "pid": self.init.pid}
-        yield from hooks.run("prestart", found.prestart, state)
+        yield from hooks.run("prestart", found.prestart, {**state, "status": Status.CREATED.value})
         yield from hooks.run("createRuntime", found.create_runtime, state)
         spawn.resume(self.init)
 
