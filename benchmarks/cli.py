@@ -9,6 +9,9 @@ Run as root from the repository, with the project's venv::
 
     sudo .venv/bin/python benchmarks/cli.py [-n 30] [--json]
 
+``AIORUNTIME_CLI=/path/to/aioruntime`` times another build of the command (a worktree's
+front end) instead of the venv's.
+
 Everything it makes (state roots, bundles, the cgroup parent ``/aioruntime-bench-<pid>``,
 a hugetlb v1 mount for crun) is removed at the end.
 """
@@ -88,7 +91,7 @@ def one_round(binary: str, root: str, workdir: Path, rootfs: Path, cid: str, par
 
 def main() -> int:
     ns = parse(arguments("each CLI subcommand, per runtime", 30, 2))
-    cli = str(Path(sys.executable).parent / "aioruntime")
+    cli = os.environ.get("AIORUNTIME_CLI") or str(Path(sys.executable).parent / "aioruntime")
     runtimes = {"aioruntime": cli, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
     found = {name: b for name, b in runtimes.items() if b}
     samples: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STEPS} for name in found}

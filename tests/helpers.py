@@ -20,8 +20,9 @@ from tools.cgroup_tree import cgroup_dirs  # noqa: E402
 
 from aioruntime.container import PIPE, Container  # noqa: E402
 
-AIORUNTIME = str(Path(sys.executable).parent / "aioruntime")
-"""The venv's console script: the CLI of the package under test."""
+AIORUNTIME = os.environ.get("AIORUNTIME_CLI") or str(Path(sys.executable).parent / "aioruntime")
+"""The venv's console script (the CLI of the package under test), or $AIORUNTIME_CLI: a
+front end built elsewhere, tried without reinstalling the venv."""
 
 
 class BundleFactory(Protocol):

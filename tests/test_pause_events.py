@@ -282,8 +282,12 @@ async def test_events_of_a_container_driven_by_another_process(
     events = other.events()
 
     async def aioruntime(*args: str) -> Event:
+        # subscribed (the generator's first step) before the command: the C front end
+        # pauses in about a millisecond, before a later subscription would look
+        following = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
         proc = await asyncio.create_subprocess_exec(AIORUNTIME, "--root", str(state_root), *args)
-        event = await asyncio.wait_for(anext(events), 10)
+        event = await asyncio.wait_for(following, 10)
         assert await proc.wait() == 0
         return event
 

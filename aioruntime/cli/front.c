@@ -1,13 +1,16 @@
-/* The aioruntime command's front end: `state`, `start`, `kill` and `delete` in C, the rest
- * (and every case this file does not handle) by exec'ing the Python CLI.
+/* The aioruntime command's front end: `state`, `start`, `kill`, `delete`, `pause`, `resume`
+ * and `list` in C, the rest (and every case this file does not handle) by exec'ing the
+ * Python CLI.
  *
- * A container manager calls the runtime 3-4 times per container, mostly for these four
+ * A container manager calls the runtime 3-4 times per container, mostly for these
  * commands, and Python alone needs ~6 ms to start here against runc's ~3 ms for a whole
  * `runc state`.  So the common success path of those commands is done here, over the same
  * state.json the Python core writes, and everything else falls through to Python *before
  * any side effect*: unknown or unusual flags, a container not found or in the wrong
- * status (Python words the error), hooks to run, networks to release, `kill --all`.
- * The logic mirrors aioruntime/ops/lifecycle.py and aioruntime/status.py.
+ * status (Python words the error), hooks to run, networks to release, a container
+ * whose state `list` would print nested.
+ * The logic mirrors aioruntime/ops/lifecycle.py, aioruntime/ops/freeze.py,
+ * aioruntime/cgroups/freezer.py, aioruntime/status.py and cli/main.py's cmd_list.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -15,11 +18,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -649,6 +654,338 @@ static int cmd_delete(const char *root, const char *id, int force)
     return 0;
 }
 
+/* ---- pause and resume (as ops/freeze.py and cgroups/freezer.py) ---- */
+
+#define FREEZE_DEADLINE 5 /* seconds, as freezer.DEADLINE */
+
+/* Whether mountinfo's super options `opts` (comma-separated) hold `word`. */
+static int has_option(const char *opts, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = opts, *end = opts + len; p < end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t k = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        if (k == n && memcmp(p, word, n) == 0)
+            return 1;
+        p += k + 1;
+    }
+    return 0;
+}
+
+/* As cgroups.placement.locate for the freezer: its mount, the first v1 hierarchy mounted
+ * with it, else cgroup2 (built in there), read from mountinfo as cgroups.mounts does, then
+ * the container's directory under that mount from state.json's cgroup_paths. The version
+ * (1 or 2), or 0 when the container has none; Python handles escaped mountpoints. */
+static int freezer_place(const struct container *c, char *dir)
+{
+    char *info = NULL, v1[PATH_MAX] = "", v2[PATH_MAX] = "";
+    size_t cap = 0;
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        python();
+    while (getline(&info, &cap, f) > 0 && v1[0] == '\0') {
+        char *sep = strstr(info, " - "), *fields[5], *save = NULL;
+        if (sep == NULL)
+            continue;
+        *sep = '\0';
+        int n = 0;
+        for (char *w = strtok_r(info, " ", &save); w && n < 5; w = strtok_r(NULL, " ", &save))
+            fields[n++] = w;
+        char type[16], opts[512];
+        if (n < 5 || sscanf(sep + 3, "%15s %*s %511s", type, opts) != 2)
+            continue;
+        int cgroup2 = strcmp(type, "cgroup2") == 0;
+        if (!cgroup2 && !(strcmp(type, "cgroup") == 0 && has_option(opts, strlen(opts), "freezer")))
+            continue;
+        if (strchr(fields[4], '\\') || strlen(fields[4]) >= PATH_MAX)
+            python();
+        if (!cgroup2)
+            strcpy(v1, fields[4]);
+        else if (v2[0] == '\0')
+            strcpy(v2, fields[4]);
+    }
+    free(info);
+    fclose(f);
+    const char *mount = v1[0] ? v1 : v2[0] ? v2 : NULL;
+    const char *paths = member(c->json, "cgroup_paths");
+    const char *where = mount && paths ? member(paths, mount) : NULL;
+    if (where == NULL)
+        return 0;
+    if (string(where, dir, PATH_MAX) < 0)
+        python();
+    return v1[0] ? 1 : 2;
+}
+
+/* Set the freezer at dir to frozen or thawed (freezer._set); on failure -1 and, in msg,
+ * what Python's OSError would say: the path when the open failed, errno's words else. */
+static int set_freezer(const char *dir, int version, int frozen, char *msg, size_t size)
+{
+    char path[PATH_MAX + 32];
+    const char *text = version == 1 ? (frozen ? "FROZEN" : "THAWED") : (frozen ? "1" : "0");
+    snprintf(path, sizeof path, "%s/%s", dir, version == 1 ? "freezer.state" : "cgroup.freeze");
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(msg, size, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    ssize_t n = write(fd, text, strlen(text));
+    int saved = errno;
+    close(fd);
+    if (n < 0) {
+        snprintf(msg, size, "[Errno %d] %s", saved, strerror(saved));
+        return -1;
+    }
+    return 0;
+}
+
+/* freezer.state() == FROZEN: v1's freezer.state, cgroup2's `frozen 1` in cgroup.events. */
+static int frozen(const char *dir, int version)
+{
+    char buf[256];
+    if (version == 1)
+        return read_small(dir, "freezer.state", buf, sizeof buf) == 0 && strncmp(buf, "FROZEN", 6) == 0;
+    return read_small(dir, "cgroup.events", buf, sizeof buf) == 0 && strstr(buf, "frozen 1") != NULL;
+}
+
+/* Event watchers in any process learn the status changed by an IN_ATTRIB on the state
+ * directory (freeze._touch): cgroup v1 has no notification of its own. */
+static void touch(const struct container *c)
+{
+    utimensat(AT_FDCWD, c->dir, NULL, 0);
+}
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Lock and load the container for pause or resume (the two statuses status.ALLOWED gives
+ * each); its freezer's version and directory. Python words a refusal or a missing freezer. */
+static int locked_freezer(struct container *c, const char *root, const char *id, const char *one,
+                          const char *other, char *dir)
+{
+    load(c, root, id, 1);
+    const char *st = status(c);
+    int version = freezer_place(c, dir);
+    if ((strcmp(st, one) != 0 && strcmp(st, other) != 0) || version == 0)
+        python();
+    return version;
+}
+
+/* Freeze until every process is: cgroup2 says so through cgroup.events (inotify); v1
+ * reads FREEZING meanwhile and a task forked since may need the write again, so it is
+ * re-written with a backoff. Past the deadline, thaw and report, as Freeze.done. */
+static int cmd_pause(const char *root, const char *id)
+{
+    struct container c;
+    char dir[PATH_MAX], msg[PATH_MAX + 128];
+    int version = locked_freezer(&c, root, id, "created", "running", dir);
+    double deadline = seconds() + FREEZE_DEADLINE;
+    int notify = -1;
+    if (version == 2) {
+        char events[PATH_MAX + 16];
+        snprintf(events, sizeof events, "%s/cgroup.events", dir);
+        notify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (notify < 0 || inotify_add_watch(notify, events, IN_MODIFY) < 0)
+            python();
+    }
+    if (set_freezer(dir, version, 1, msg, sizeof msg) < 0)
+        python(); /* nothing changed: Python tries again and words the error */
+    close(c.lock); /* as pause_begin: the wait is outside the lock */
+    double retry = 0.001;
+    int code = 0;
+    for (;;) {
+        char drain[4096];
+        while (notify >= 0 && read(notify, drain, sizeof drain) > 0)
+            ;
+        if (frozen(dir, version))
+            break;
+        double now = seconds();
+        if (now > deadline) {
+            set_freezer(dir, version, 0, msg, sizeof msg);
+            touch(&c);
+            return fail("unable to freeze the container within 5 s (its processes keep forking?); thawed it");
+        }
+        if (version == 1) {
+            if (set_freezer(dir, version, 1, msg, sizeof msg) < 0) {
+                code = fail(msg);
+                break;
+            }
+            retry = retry * 2 < 0.1 ? retry * 2 : 0.1;
+            struct timespec pause = {0, (long)(retry * 1e9)};
+            nanosleep(&pause, NULL);
+        } else {
+            /* Python waits without a timeout; waking at the deadline lets it apply */
+            struct pollfd p = {.fd = notify, .events = POLLIN};
+            poll(&p, 1, (int)((deadline - now) * 1000) + 1);
+        }
+    }
+    touch(&c);
+    return code;
+}
+
+static int cmd_resume(const char *root, const char *id)
+{
+    struct container c;
+    char dir[PATH_MAX], msg[PATH_MAX + 128];
+    int version = locked_freezer(&c, root, id, "pausing", "paused", dir);
+    if (set_freezer(dir, version, 0, msg, sizeof msg) < 0)
+        python(); /* nothing changed: Python tries again and words the error */
+    close(c.lock);
+    touch(&c);
+    return 0;
+}
+
+/* ---- list (as cli.main.cmd_list) ---- */
+
+struct entry {
+    char id[1040], bundle[PATH_MAX], created[64], owner[256];
+    const char *rootfs, *rootfs_end, *status;
+    long long pid;
+};
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The ids as Store.ids: names of a container id with a state.json, sorted. */
+static int container_ids(const char *root, char ***ids)
+{
+    int n = 0, cap = 16;
+    if ((*ids = malloc((size_t)cap * sizeof **ids)) == NULL)
+        python();
+    DIR *d = opendir(root);
+    if (d == NULL) {
+        if (errno != ENOENT)
+            python();
+        return 0;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[PATH_MAX + 1100];
+        if (strchr(e->d_name, '\n'))
+            python(); /* Python's `$` lets one trailing newline through */
+        snprintf(path, sizeof path, "%s/%s/state.json", root, e->d_name);
+        if (!container_id_ok(e->d_name) || access(path, F_OK) < 0)
+            continue;
+        if (n == cap && (*ids = realloc(*ids, (size_t)(cap *= 2) * sizeof **ids)) == NULL)
+            python();
+        (*ids)[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(*ids, (size_t)n, sizeof **ids, by_name);
+    return n;
+}
+
+/* The directory owner's name as cli.main._owner; Python handles names to escape. */
+static void owner(const char *dir, char *out, size_t size)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        python();
+    struct passwd *pw = getpwuid(st.st_uid);
+    if (pw == NULL) {
+        snprintf(out, size, "#%u", (unsigned)st.st_uid);
+        return;
+    }
+    for (const char *p = pw->pw_name; *p; p++)
+        if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\')
+            python();
+    if (snprintf(out, size, "%s", pw->pw_name) >= (int)size)
+        python();
+}
+
+/* One container's row, checked to the last field before anything is printed. */
+static void list_entry(const char *root, const char *name, int json, struct entry *e)
+{
+    struct container c;
+    load(&c, root, name, 0);
+    const char *ann = member(c.json, "annotations");
+    if (json && ann != NULL && *ann == '{' && *ws(ann + 1) != '}')
+        python(); /* printed nested: Python's job */
+    e->rootfs = member(c.json, "rootfs");
+    e->rootfs_end = e->rootfs ? skip(e->rootfs) : NULL;
+    if (string(member(c.json, "id"), e->id, sizeof e->id) < 0 ||
+        string(member(c.json, "bundle"), e->bundle, sizeof e->bundle) < 0 ||
+        string(member(c.json, "created"), e->created, sizeof e->created) < 0 || e->rootfs_end == NULL ||
+        *e->rootfs != '"')
+        python();
+    e->status = status(&c);
+    e->pid = strcmp(e->status, "stopped") == 0 ? 0 : c.pid;
+    owner(c.dir, e->owner, sizeof e->owner);
+}
+
+static void pad(FILE *out, const char *text, int width)
+{
+    fprintf(out, "%-*s", width, text);
+}
+
+/* Go's tabwriter as runc sets it up (minwidth 12, padding 3), the last column unpadded (_table). */
+static void table(FILE *out, const struct entry *e, int n)
+{
+    int w[5] = {12, 12, 12, 12, 12};
+    const char *head[6] = {"ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"};
+    for (int i = 0; i < n; i++) {
+        char pid[32];
+        int len[5] = {(int)strlen(e[i].id), snprintf(pid, sizeof pid, "%lld", e[i].pid), (int)strlen(e[i].status),
+                      (int)strlen(e[i].bundle), (int)strlen(e[i].created)};
+        for (int k = 0; k < 5; k++)
+            if (len[k] + 3 > w[k])
+                w[k] = len[k] + 3;
+    }
+    for (int k = 0; k < 5; k++)
+        pad(out, head[k], w[k]);
+    fprintf(out, "%s\n", head[5]);
+    for (int i = 0; i < n; i++) {
+        char pid[32];
+        snprintf(pid, sizeof pid, "%lld", e[i].pid);
+        pad(out, e[i].id, w[0]);
+        pad(out, pid, w[1]);
+        pad(out, e[i].status, w[2]);
+        pad(out, e[i].bundle, w[3]);
+        pad(out, e[i].created, w[4]);
+        fprintf(out, "%s\n", e[i].owner);
+    }
+}
+
+/* json.dumps(states or None, separators=(",", ":")): oci_state's keys, owner replaced. */
+static void json_list(FILE *out, const struct entry *e, int n)
+{
+    if (n == 0) {
+        fputs("null\n", out);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        fprintf(out,
+                "%s{\"ociVersion\":\"1.0.2-dev\",\"id\":\"%s\",\"pid\":%lld,\"status\":\"%s\",\"bundle\":\"%s\","
+                "\"rootfs\":%.*s,\"created\":\"%s\",\"owner\":\"%s\"}",
+                i ? "," : "[", e[i].id, e[i].pid, e[i].status, e[i].bundle, (int)(e[i].rootfs_end - e[i].rootfs),
+                e[i].rootfs, e[i].created, e[i].owner);
+    fputs("]\n", out);
+}
+
+static int cmd_list(const char *root, int quiet, int json)
+{
+    char **ids;
+    int n = container_ids(root, &ids);
+    struct entry *e = calloc((size_t)n + 1, sizeof *e);
+    if (e == NULL)
+        python();
+    for (int i = 0; i < n; i++)
+        list_entry(root, ids[i], json, &e[i]);
+    if (quiet)
+        for (int i = 0; i < n; i++)
+            printf("%s\n", e[i].id);
+    else if (json)
+        json_list(stdout, e, n);
+    else
+        table(stdout, e, n);
+    return 0;
+}
+
 /* ---- the command line: runc's global flags, then the command ---- */
 
 static int flag(const char *word, const char *name, const char **value, int *i, int argc)
@@ -658,6 +995,8 @@ static int flag(const char *word, const char *name, const char **value, int *i, 
     if (strncmp(w, name, n) != 0)
         return 0;
     if (w[n] == '=') {
+        if (value == NULL)
+            python(); /* a boolean's =true|false */
         *value = w + n + 1;
         return 1;
     }
@@ -703,18 +1042,22 @@ int main(int argc, char **argv)
             python();
         root = abs_root;
     }
-    const char *cmd = argv[i++];
-    int force = 0, all = 0;
+    const char *cmd = argv[i++], *format = "table";
+    int force = 0, all = 0, quiet = 0, list = strcmp(cmd, "list") == 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *w = argv[i];
         if (strcmp(cmd, "delete") == 0 && (strcmp(w, "--force") == 0 || strcmp(w, "-f") == 0))
             force = 1;
         else if (strcmp(cmd, "kill") == 0 && (strcmp(w, "--all") == 0 || strcmp(w, "-a") == 0))
             all = 1;
-        else
+        else if (list && (flag(w, "quiet", NULL, &i, argc) || flag(w, "q", NULL, &i, argc)))
+            quiet = 1;
+        else if (!(list && (flag(w, "format", &format, &i, argc) || flag(w, "f", &format, &i, argc))))
             python(); /* --help, ... */
     }
     int rest = argc - i;
+    if (list && rest == 0 && (strcmp(format, "table") == 0 || strcmp(format, "json") == 0))
+        return cmd_list(root, quiet, strcmp(format, "json") == 0);
     const char *id = i < argc ? argv[i] : NULL;
     if (id == NULL)
         python();
@@ -726,5 +1069,9 @@ int main(int argc, char **argv)
         return cmd_kill(root, id, rest == 2 ? argv[i + 1] : NULL, all);
     if (strcmp(cmd, "delete") == 0 && rest == 1)
         return cmd_delete(root, id, force);
+    if (strcmp(cmd, "pause") == 0 && rest == 1)
+        return cmd_pause(root, id);
+    if (strcmp(cmd, "resume") == 0 && rest == 1)
+        return cmd_resume(root, id);
     python();
 }
