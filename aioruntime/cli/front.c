@@ -343,43 +343,99 @@ static int write_small(const char *dir, const char *name, const char *text)
 #define MAX_DIRS 32
 enum freezer { THAWED, FREEZING, FROZEN };
 
-/* As cgroups.freezer.state: a v1 freezer.state where one of the dirs has it, else cgroup v2's
- * cgroup.events/cgroup.freeze; THAWED without a freezer. `where` gets the directory. */
-static enum freezer freezer(const struct container *c, char *where)
+/* Whether mountinfo's super options `opts` (comma-separated) hold `word`. */
+static int has_option(const char *opts, size_t len, const char *word)
 {
-    static char dirs[MAX_DIRS][PATH_MAX];
-    char buf[256];
-    int n = cgroup_dirs(c, "cgroup_paths", dirs, MAX_DIRS);
-    for (int i = 0; i < n; i++)
-        if (read_small(dirs[i], "freezer.state", buf, sizeof buf) == 0) {
-            strcpy(where, dirs[i]);
-            return strncmp(buf, "FROZEN", 6) == 0 ? FROZEN : strncmp(buf, "FREEZING", 8) == 0 ? FREEZING : THAWED;
-        }
-    for (int i = 0; i < n; i++)
-        if (read_small(dirs[i], "cgroup.events", buf, sizeof buf) == 0) {
-            strcpy(where, dirs[i]);
-            if (strstr(buf, "frozen 1"))
-                return FROZEN;
-            return read_small(dirs[i], "cgroup.freeze", buf, sizeof buf) == 0 && buf[0] == '1' ? FREEZING : THAWED;
-        }
-    where[0] = '\0';
-    return THAWED;
+    size_t n = strlen(word);
+    for (const char *p = opts, *end = opts + len; p < end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t k = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        if (k == n && memcmp(p, word, n) == 0)
+            return 1;
+        p += k + 1;
+    }
+    return 0;
 }
+
+/* As cgroups.placement.locate for the freezer: its mount, the first v1 hierarchy mounted
+ * with it, else cgroup2 (built in there), read from mountinfo as cgroups.mounts does, then
+ * the container's directory under that mount from state.json's cgroup_paths. The version
+ * (1 or 2), or 0 when the container has none; Python handles escaped mountpoints. */
+static int freezer_place(const struct container *c, char *dir)
+{
+    char *info = NULL, v1[PATH_MAX] = "", v2[PATH_MAX] = "";
+    size_t cap = 0;
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        python();
+    while (getline(&info, &cap, f) > 0 && v1[0] == '\0') {
+        char *sep = strstr(info, " - "), *fields[5], *save = NULL;
+        if (sep == NULL)
+            continue;
+        *sep = '\0';
+        int n = 0;
+        for (char *w = strtok_r(info, " ", &save); w && n < 5; w = strtok_r(NULL, " ", &save))
+            fields[n++] = w;
+        char type[16], opts[512];
+        if (n < 5 || sscanf(sep + 3, "%15s %*s %511s", type, opts) != 2)
+            continue;
+        int cgroup2 = strcmp(type, "cgroup2") == 0;
+        if (!cgroup2 && !(strcmp(type, "cgroup") == 0 && has_option(opts, strlen(opts), "freezer")))
+            continue;
+        if (strchr(fields[4], '\\') || strlen(fields[4]) >= PATH_MAX)
+            python();
+        if (!cgroup2)
+            strcpy(v1, fields[4]);
+        else if (v2[0] == '\0')
+            strcpy(v2, fields[4]);
+    }
+    free(info);
+    fclose(f);
+    const char *mount = v1[0] ? v1 : v2[0] ? v2 : NULL;
+    const char *paths = member(c->json, "cgroup_paths");
+    const char *where = mount && paths ? member(paths, mount) : NULL;
+    if (where == NULL)
+        return 0;
+    if (string(where, dir, PATH_MAX) < 0)
+        python();
+    return v1[0] ? 1 : 2;
+}
+
+/* As cgroups.freezer.state: THAWED without a freezer (or its directory gone). `where` and
+ * `version` get the freezer's directory and cgroup version (freezer_place). */
+static enum freezer freezer(const struct container *c, char *where, int *version)
+{
+    char buf[256];
+    *version = freezer_place(c, where);
+    if (*version == 1) {
+        if (read_small(where, "freezer.state", buf, sizeof buf) < 0)
+            return THAWED;
+        return strncmp(buf, "FROZEN", 6) == 0 ? FROZEN : strncmp(buf, "FREEZING", 8) == 0 ? FREEZING : THAWED;
+    }
+    if (*version == 0 || read_small(where, "cgroup.events", buf, sizeof buf) < 0)
+        return THAWED;
+    if (strstr(buf, "frozen 1"))
+        return FROZEN;
+    return read_small(where, "cgroup.freeze", buf, sizeof buf) == 0 && buf[0] == '1' ? FREEZING : THAWED;
+}
+
+static int set_freezer(const char *dir, int version, int frozen, char *msg, size_t size);
 
 static void thaw(const struct container *c)
 {
-    char where[PATH_MAX];
-    enum freezer f = freezer(c, where);
-    if (f != THAWED && write_small(where, "freezer.state", "THAWED") < 0)
-        write_small(where, "cgroup.freeze", "0");
+    char where[PATH_MAX], msg[PATH_MAX + 128];
+    int version;
+    if (freezer(c, where, &version) != THAWED)
+        set_freezer(where, version, 0, msg, sizeof msg);
 }
 
 static const char *status(const struct container *c)
 {
     char fifo[PATH_MAX + 16], where[PATH_MAX];
+    int version;
     if (start_time(c->pid) != c->pid_start)
         return "stopped";
-    switch (freezer(c, where)) {
+    switch (freezer(c, where, &version)) {
     case FROZEN:
         return "paused";
     case FREEZING:
@@ -567,13 +623,13 @@ static int cmd_kill(const char *root, const char *id, const char *sigtext, int a
     if (sig < 0)
         python();
     load(&c, root, id, 1);
+    const char *st = status(&c); /* also finds the freezer: any fallback comes before a signal */
     if (all) { /* whatever is left in the cgroup, in any status */
         signal_all(&c, sig, 1);
         if (sig == SIGKILL)
             thaw(&c);
         return 0;
     }
-    const char *st = status(&c);
     if (strcmp(st, "created") != 0 && strcmp(st, "running") != 0 && strcmp(st, "paused") != 0)
         python();
     int pidfd = init_pidfd(&c);
@@ -657,64 +713,6 @@ static int cmd_delete(const char *root, const char *id, int force)
 /* ---- pause and resume (as ops/freeze.py and cgroups/freezer.py) ---- */
 
 #define FREEZE_DEADLINE 5 /* seconds, as freezer.DEADLINE */
-
-/* Whether mountinfo's super options `opts` (comma-separated) hold `word`. */
-static int has_option(const char *opts, size_t len, const char *word)
-{
-    size_t n = strlen(word);
-    for (const char *p = opts, *end = opts + len; p < end;) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        size_t k = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        if (k == n && memcmp(p, word, n) == 0)
-            return 1;
-        p += k + 1;
-    }
-    return 0;
-}
-
-/* As cgroups.placement.locate for the freezer: its mount, the first v1 hierarchy mounted
- * with it, else cgroup2 (built in there), read from mountinfo as cgroups.mounts does, then
- * the container's directory under that mount from state.json's cgroup_paths. The version
- * (1 or 2), or 0 when the container has none; Python handles escaped mountpoints. */
-static int freezer_place(const struct container *c, char *dir)
-{
-    char *info = NULL, v1[PATH_MAX] = "", v2[PATH_MAX] = "";
-    size_t cap = 0;
-    FILE *f = fopen("/proc/self/mountinfo", "re");
-    if (f == NULL)
-        python();
-    while (getline(&info, &cap, f) > 0 && v1[0] == '\0') {
-        char *sep = strstr(info, " - "), *fields[5], *save = NULL;
-        if (sep == NULL)
-            continue;
-        *sep = '\0';
-        int n = 0;
-        for (char *w = strtok_r(info, " ", &save); w && n < 5; w = strtok_r(NULL, " ", &save))
-            fields[n++] = w;
-        char type[16], opts[512];
-        if (n < 5 || sscanf(sep + 3, "%15s %*s %511s", type, opts) != 2)
-            continue;
-        int cgroup2 = strcmp(type, "cgroup2") == 0;
-        if (!cgroup2 && !(strcmp(type, "cgroup") == 0 && has_option(opts, strlen(opts), "freezer")))
-            continue;
-        if (strchr(fields[4], '\\') || strlen(fields[4]) >= PATH_MAX)
-            python();
-        if (!cgroup2)
-            strcpy(v1, fields[4]);
-        else if (v2[0] == '\0')
-            strcpy(v2, fields[4]);
-    }
-    free(info);
-    fclose(f);
-    const char *mount = v1[0] ? v1 : v2[0] ? v2 : NULL;
-    const char *paths = member(c->json, "cgroup_paths");
-    const char *where = mount && paths ? member(paths, mount) : NULL;
-    if (where == NULL)
-        return 0;
-    if (string(where, dir, PATH_MAX) < 0)
-        python();
-    return v1[0] ? 1 : 2;
-}
 
 /* Set the freezer at dir to frozen or thawed (freezer._set); on failure -1 and, in msg,
  * what Python's OSError would say: the path when the open failed, errno's words else. */
