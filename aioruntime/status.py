@@ -44,7 +44,7 @@ ALLOWED: dict[str, frozenset[Status]] = {
     # as runc: a created container can be paused too (its init is frozen before exec)
     "pause": frozenset({S.CREATED, S.RUNNING}),
     "resume": frozenset({S.PAUSING, S.PAUSED}),
-    "exec": frozenset({S.RUNNING}),
+    "exec": frozenset({S.CREATED, S.RUNNING}),  # as runc: the created init waits at its fifo, set up
     "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
     # containerd's shim pauses a container before it checkpoints it, as runc allows
     "checkpoint": frozenset({S.RUNNING, S.PAUSED}),
