@@ -35,27 +35,12 @@ from .stdio import DEVNULL, PIPE, STDOUT, ChildStdio, Stdio
 from .terminal import Terminal
 
 if TYPE_CHECKING:
-    from .criu.swrk import Wait
     from .network import Endpoint, Network, PortMapping
     from .network.nat import Ports
 
 __all__ = ["DEVNULL", "PIPE", "STDOUT", "Container", "Process", "Stdio"]
 T = TypeVar("T")
 log = logging.getLogger("aioruntime")
-
-
-async def _driven(wait: Wait[T]) -> T:
-    """Run a core operation that yields the fds it waits on (CRIU's socket, its pidfd) on
-    the loop; cancelled, the operation is closed and undoes what it started."""
-    try:
-        fd = next(wait)
-        while True:
-            await readable(fd)
-            fd = wait.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        wait.close()
 
 
 def _warn(failed: Iterable[Exception]) -> None:
@@ -356,7 +341,7 @@ class Container:
             os.fspath(image_path), os.fspath(work_path) if work_path is not None else None, leave_running,
             tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump, parent_path, manage_cgroups_mode,
         )
-        if await _driven(checkpoint(self._store, self.id, options, criu=criu)):
+        if await driven(checkpoint(self._store, self.id, options, criu=criu)):
             await self.delete(force=True)
 
     @classmethod
@@ -390,7 +375,7 @@ class Container:
         )
         stdio = ChildStdio(c._stdio)
         try:
-            restored = await _driven(restore(c._store, c.id, bundle, options, stdio=stdio.child, criu=criu))
+            restored = await driven(restore(c._store, c.id, bundle, options, stdio=stdio.child, criu=criu))
         except BaseException:
             stdio.close()
             raise

@@ -2,10 +2,9 @@
 the init's hooks point), poststart (start), poststop (delete). createContainer and
 startContainer run in the container, from the compiled init (plan.HookStep).
 
-Running hooks is a generator (``Run``) that yields what it waits for (``Wait``: fds to
-become readable, a timeout): the CLI drives it with ``poll`` (``blocking``), the async
-facade with the event loop's readers (``process.driven``), so a slow hook never blocks a
-loop and no thread is needed. Closing the generator early kills the running hook.
+Running hooks is a ``waits.Run``: the CLI drives it with ``poll``, the async facade with
+the event loop's readers, so a slow hook never blocks a loop and no thread is needed.
+Closing the generator early kills the running hook.
 """
 
 from __future__ import annotations
@@ -15,42 +14,16 @@ import os
 import select
 import signal
 import time
-from collections.abc import Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import HookError
+from .waits import Run, Wait
 
 if TYPE_CHECKING:
     from .spec import Hook
 
-T = TypeVar("T")
 OUTPUT_LIMIT = 2047  # what of a hook's stdout and stderr an error quotes (the init's limit too)
-
-
-class Wait(NamedTuple):
-    """Wait until one of ``fds`` is readable, or ``timeout`` seconds have passed."""
-
-    fds: tuple[int, ...]
-    timeout: float | None = None
-
-
-Run = Generator[Wait, None, T]
-
-
-def blocking(run: Run[T]) -> T:
-    """Drive ``run`` to its end with ``poll``: for callers without an event loop."""
-    try:
-        wait = next(run)
-        while True:
-            poller = select.poll()
-            for fd in wait.fds:
-                poller.register(fd, select.POLLIN)
-            poller.poll(None if wait.timeout is None else max(wait.timeout, 0) * 1000)
-            wait = run.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        run.close()
 
 
 def state_json(state: Mapping[str, Any]) -> bytes:

@@ -10,12 +10,12 @@ import signal
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from .hooks import Run
 from .ops.exec import Execution
 from .spec import Process as ProcessSpec
 from .state import Store
 from .stdio import ChildStdio, Stdio, Streams
 from .terminal import Terminal
+from .waits import Run
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -48,8 +48,8 @@ async def _any_readable(fds: tuple[int, ...], timeout: float | None) -> None:
 
 
 async def driven(run: Run[T]) -> T:
-    """Drive a core ``hooks.Run`` (hooks, start) on the loop, so that a slow hook never blocks
-    it; cancelled, the run is closed: its running hook is killed."""
+    """Drive a core ``waits.Run`` (hooks, start, CRIU) on the loop, so that a slow hook or
+    CRIU never blocks it; cancelled, the run is closed and undoes what it started."""
     try:
         wait = next(run)
         while True:

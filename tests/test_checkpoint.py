@@ -9,6 +9,7 @@ test``) builds one and prints its path, passed on as $AIORUNTIME_CRIU.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from test_cli import TIMEOUT, Reaper, cli, ok, reaper  # noqa: F401 - reaper is 
 
 from aioruntime import PIPE, Container, InvalidStateError
 from aioruntime.criu import version
-from aioruntime.errors import CheckpointNotFoundError, CriuError
+from aioruntime.errors import CheckpointNotFoundError, CriuError, HookError
 
 REPO = Path(__file__).resolve().parents[1]
 COUNT = sh("i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done")
@@ -294,3 +295,32 @@ def wait_for_lines(path: Path, count: int) -> None:
                 return
             subprocess.run(["sleep", "0.05"], check=True)
     pytest.fail(f"{path} did not get {count} lines")
+
+
+async def test_restore_runs_the_create_time_hooks(state_root: Path, bundle: BundleFactory, cid: str, tmp_path: Path) -> None:
+    """As runc: prestart and createRuntime run once CRIU has made the restored init's
+    namespaces, with its host pid; a failing one fails the restore and leaves nothing."""
+    log = tmp_path / "hooks.log"
+    record = {"path": "/bin/sh", "args": ["sh", "-c", f"{{ echo $0; cat; echo; }} >> {log}"]}
+    b = bundle(COUNT)
+    c = Container(cid, b, root=state_root, stdout=PIPE)
+    await c.create()
+    await c.start()
+    assert c.stdout is not None
+    await numbers(c.stdout, 2)
+    await c.checkpoint(tmp_path / "image")
+    await c.wait()
+
+    hooked = bundle(COUNT, hooks={"prestart": [{**record, "args": [*record["args"], "prestart"]}],
+                                  "createRuntime": [{**record, "args": [*record["args"], "createRuntime"]}]})
+    r = await Container.restore(cid, hooked, image_path=tmp_path / "image", root=state_root, stdout=PIPE)
+    lines = log.read_text().splitlines()
+    assert [lines[0], lines[2]] == ["prestart", "createRuntime"]
+    assert [json.loads(lines[1])["pid"], json.loads(lines[3])["pid"]] == [r.pid, r.pid]
+    assert json.loads(lines[3])["status"] == "creating"
+    await stop(r)
+
+    failing = bundle(COUNT, hooks={"createRuntime": [{"path": "/bin/false"}]})
+    with pytest.raises(HookError, match="createRuntime hook /bin/false"):
+        await Container.restore(cid, failing, image_path=tmp_path / "image", root=state_root)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(failing))

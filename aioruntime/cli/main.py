@@ -578,7 +578,7 @@ def _criu(p: Parsed) -> str | None:
 
 
 def cmd_checkpoint(p: Parsed, store: Store) -> int:
-    from ..criu.swrk import blocking
+    from ..waits import blocking
     from ..ops.checkpoint import CheckpointOptions, checkpoint
 
     cid, f = _str(p.args, "id"), p.flags
@@ -605,7 +605,7 @@ def cmd_checkpoint(p: Parsed, store: Store) -> int:
 def cmd_restore(p: Parsed, store: Store) -> int:
     """Restore with our stdio as the init's; the init is our child (CRIU's rst_sibling), so
     without -d we wait for it like ``run``, and with -d our caller's subreaper gets it."""
-    from ..criu.swrk import blocking
+    from ..waits import blocking
     from ..ops.restore import RestoreOptions, restore
 
     cid, f = _str(p.args, "id"), p.flags

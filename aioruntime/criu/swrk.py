@@ -1,43 +1,23 @@
 """One ``criu swrk`` session: requests and answers over a SOCK_SEQPACKET socketpair.
 
-An exchange is a generator (``Wait``) that yields each fd it must wait on before going on
-(the socket, then criu's pidfd) and returns CRIU's answer: the CLI drives it with ``poll``
-(``blocking``), the async facade with the event loop's readers, so neither a thread nor
-a blocking read is ever needed while CRIU works.
+An exchange is a ``waits.Run`` that waits on the socket, then on criu's pidfd, and returns
+CRIU's answer: neither a thread nor a blocking read is ever needed while CRIU works.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Generator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 from ..errors import CriuError
+from ..waits import Run, Wait
 from . import rpc_pb2 as rpc
 
-T = TypeVar("T")
-Wait = Generator[int, None, T]
-"""Yields an fd to wait for (readable), returns a T."""
-
-NotifyHandler = Callable[["rpc.criu_notify", list[int]], None]
+NotifyHandler = Callable[["rpc.criu_notify", list[int]], "Run[None] | None"]
 _MAX_MESSAGE = 10 * 4096  # runc's buffer: answers are small, a larger one is an error
-
-
-def blocking(wait: Wait[T]) -> T:
-    """Drive ``wait`` to its end with ``poll``: for callers without an event loop."""
-    try:
-        fd = next(wait)
-        while True:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.poll()
-            fd = wait.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
 
 
 class Swrk:
@@ -63,12 +43,13 @@ class Swrk:
         self.sock.setblocking(False)
         self.pidfd = os.pidfd_open(self.process.pid)
 
-    def call(self, request: rpc.criu_req, on_notify: NotifyHandler | None = None) -> Wait[rpc.criu_resp]:
+    def call(self, request: rpc.criu_req, on_notify: NotifyHandler | None = None) -> Run[rpc.criu_resp]:
         """Send ``request``; answer CRIU's notifications (``on_notify`` gets each one and the
-        fds it carried, closed afterwards); return the final answer, or raise CriuError."""
+        fds it carried, closed afterwards, and may return a Run to finish first, such as
+        hooks); return the final answer, or raise CriuError."""
         self.sock.send(request.SerializeToString())
         while True:
-            yield self.sock.fileno()
+            yield Wait((self.sock.fileno(),))
             data, fds, _, _ = socket.recv_fds(self.sock, _MAX_MESSAGE, 4)
             try:
                 if not data:
@@ -81,17 +62,18 @@ class Swrk:
                     raise CriuError(_failure(request, answer))
                 if answer.type != rpc.NOTIFY:
                     return answer
-                if on_notify is not None:
-                    on_notify(answer.notify, fds)
+                then = on_notify(answer.notify, fds) if on_notify is not None else None
+                if then is not None:
+                    yield from then
             finally:
                 for fd in fds:
                     os.close(fd)
             self.sock.send(rpc.criu_req(type=rpc.NOTIFY, notify_success=True).SerializeToString())
 
-    def finish(self) -> Wait[int]:
+    def finish(self) -> Run[int]:
         """Hang up and reap criu (it exits at the end of its requests); its exit status."""
         self.sock.shutdown(socket.SHUT_WR)
-        yield self.pidfd
+        yield Wait((self.pidfd,))
         self.sock.close()
         return self._reap()
 

@@ -8,7 +8,8 @@ import shutil
 
 from ..errors import CriuError
 from . import rpc_pb2 as rpc
-from .swrk import Swrk, Wait
+from ..waits import Run
+from .swrk import Swrk
 
 INSTALL_HINT = "tools/install-criu.sh in aioruntime's source builds one"
 
@@ -41,7 +42,7 @@ def locate(criu: str | None = None) -> str:
     return path
 
 
-def check(swrk: Swrk, path: str) -> Wait[tuple[int, int, int]]:
+def check(swrk: Swrk, path: str) -> Run[tuple[int, int, int]]:
     """Ask the session's criu its version (keeping the session open); raise if too old."""
     answer = yield from swrk.call(rpc.criu_req(type=rpc.VERSION, keep_open=True))
     v = answer.version
@@ -56,7 +57,7 @@ def check(swrk: Swrk, path: str) -> Wait[tuple[int, int, int]]:
     return found
 
 
-def require_memory_tracking(swrk: Swrk) -> Wait[None]:
+def require_memory_tracking(swrk: Swrk) -> Run[None]:
     """A pre-dump (and a dump on top of one) needs the kernel to track changed pages."""
     answer = yield from swrk.call(
         rpc.criu_req(type=rpc.FEATURE_CHECK, features=rpc.criu_features(mem_track=True), keep_open=True)

@@ -15,11 +15,12 @@ from ..cgroups.mounts import hierarchies
 from ..criu import external, version
 from ..criu import rpc_pb2 as rpc
 from ..criu.opts import cgroup_mode, common, open_dir, with_log
-from ..criu.swrk import Swrk, Wait
+from ..criu.swrk import Swrk
 from ..errors import CriuError
 from ..spec import Spec
 from ..state import Store
 from ..status import require
+from ..waits import Run
 from .lifecycle import status_of
 
 DUMP_LOG = "dump.log"
@@ -58,7 +59,7 @@ def _thaw(freezer: str) -> None:
         pass  # the cgroup is gone with the container
 
 
-def checkpoint(store: Store, container_id: str, options: CheckpointOptions, *, criu: str | None = None) -> Wait[bool]:
+def checkpoint(store: Store, container_id: str, options: CheckpointOptions, *, criu: str | None = None) -> Run[bool]:
     """Dump the container with CRIU; True when its processes are gone (delete it next)."""
     criu_path = version.locate(criu)
     mode = cgroup_mode(options.manage_cgroups_mode)

@@ -2,7 +2,7 @@
 
 A ``Creation`` is a container being made. ``begin()`` does the work up to the point where
 the init reports back and returns the fd to wait on; ``runtime_hooks()`` runs the prestart
-and createRuntime hooks when the init reaches its hooks point (a ``hooks.Run`` to drive);
+and createRuntime hooks when the init reaches its hooks point (a ``waits.Run`` to drive);
 ``finish()`` reads the report. Any
 failure, or ``abort()`` (cancellation), removes every trace: the init, its cgroups, the
 fifo and the state directory. With ``process.terminal`` the init reports with the pty
@@ -26,6 +26,7 @@ from ..errors import CgroupError
 from ..spec import Spec, load
 from ..state import State, Store, check_id
 from ..status import Status, process_start_time
+from ..waits import Run, Wait, blocking
 from .console import Console
 from .lifecycle import oci_state
 
@@ -140,7 +141,7 @@ class Creation:
         self.state = self.state._replace(cgroups_made=made)
         return plan
 
-    def runtime_hooks(self) -> hooks.Run[None]:
+    def runtime_hooks(self) -> Run[None]:
         """Between ``begin()`` and ``finish()``: if the config has prestart or createRuntime
         hooks, wait for the init at its hooks point, run them here (in our namespaces, with
         the init's pid) and let the init go on. A failure is raised (HookError); the caller
@@ -150,7 +151,7 @@ class Creation:
         found = self.spec.hooks
         if not (found.prestart or found.create_runtime):
             return
-        yield hooks.Wait((self.init.sync,))
+        yield Wait((self.init.sync,))
         spawn.read_hooks_point(self.init)
         state = {**self._hook_state, "pid": self.init.pid}
         yield from hooks.run("prestart", found.prestart, {**state, "status": Status.CREATED.value})
@@ -186,7 +187,7 @@ class Creation:
         """begin + the runtime hooks + a blocking wait + finish, for callers without an event loop."""
         self.begin()
         try:
-            hooks.blocking(self.runtime_hooks())
+            blocking(self.runtime_hooks())
         except BaseException:
             self.abort()
             raise

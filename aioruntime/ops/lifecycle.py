@@ -14,6 +14,7 @@ from ..cgroups.placement import locate
 from ..errors import AioRuntimeError, ContainerNotFoundError, HookError
 from ..state import State, Store
 from ..status import Freezer, Status, current, process_start_time, require
+from ..waits import Run, Wait, blocking
 
 if TYPE_CHECKING:
     from ..spec import Hook
@@ -58,10 +59,10 @@ def init_pidfd(state: State) -> int | None:
 
 def start(store: Store, container_id: str) -> None:
     """``releasing`` driven with poll: for callers without an event loop."""
-    hooks.blocking(releasing(store, container_id))
+    blocking(releasing(store, container_id))
 
 
-def releasing(store: Store, container_id: str) -> hooks.Run[None]:
+def releasing(store: Store, container_id: str) -> Run[None]:
     """Release a created init: it runs its startContainer hooks and execs the user's process;
     then run the poststart hooks here. Done once the process is exec'd and they succeeded.
 
@@ -91,7 +92,7 @@ def releasing(store: Store, container_id: str) -> hooks.Run[None]:
             report = b""
             while (chunk := _read_some(fifo)) != b"":
                 if chunk is None:
-                    yield hooks.Wait((fifo,))
+                    yield Wait((fifo,))
                 else:
                     report += chunk
             if report:
@@ -224,7 +225,7 @@ def delete_finish(store: Store, container_id: str) -> State | None:
     return state
 
 
-def poststop(store: Store, state: State | None) -> hooks.Run[list[HookError]]:
+def poststop(store: Store, state: State | None) -> Run[list[HookError]]:
     """The poststop hooks of a deleted container (state: stopped), every one of them: the
     failures are returned, for the caller to warn about; they do not stop the delete."""
     found = _hooks(state, "poststop") if state is not None else ()
@@ -243,7 +244,7 @@ def delete(store: Store, container_id: str, *, force: bool = False) -> list[Hook
             select.select([pidfd], [], [])
         finally:
             os.close(pidfd)
-    return hooks.blocking(poststop(store, delete_finish(store, container_id)))
+    return blocking(poststop(store, delete_finish(store, container_id)))
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import posixpath
 import signal
 from typing import NamedTuple
 
+from .. import hooks
 from .. import plan as planning
 from ..cgroups import paths as cgroups
 from ..cgroups.mounts import hierarchies
@@ -23,12 +24,14 @@ from ..cgroups.resources import apply_config
 from ..criu import external, version
 from ..criu import rpc_pb2 as rpc
 from ..criu.opts import cgroup_mode, common, open_dir, with_log
-from ..criu.swrk import Swrk, Wait
+from ..criu.swrk import Swrk
 from ..errors import CheckpointNotFoundError, CriuError
-from ..spec import load
+from ..spec import Spec, load
 from ..state import State, Store, check_id
-from ..status import process_start_time
+from ..status import Status, process_start_time
+from ..waits import Run
 from .create import now_rfc3339
+from .lifecycle import oci_state
 
 RESTORE_LOG = "restore.log"
 _MNT_DETACH = 2
@@ -90,7 +93,7 @@ def restore(
     *,
     stdio: tuple[int, int, int] = (-1, -1, -1),
     criu: str | None = None,
-) -> Wait[Restored]:
+) -> Run[Restored]:
     """Restore the checkpoint in ``options.image_path`` as container ``container_id``;
     ``stdio`` (-1: ours) replaces the pipes and outside files the init had as fds 0-2."""
     check_id(container_id)
@@ -140,10 +143,12 @@ def restore(
             if name.startswith(external.SUBSTITUTABLE):
                 opts.inherit_fd.add(key=name, fd=fd)  # criu's fd: it passes its own stdio on
 
-        def on_notify(notify: rpc.criu_notify, fds: list[int]) -> None:
+        def on_notify(notify: rpc.criu_notify, fds: list[int]) -> Run[None] | None:
             nonlocal init_pidfd
-            if notify.script == "setup-namespaces" and init_pidfd < 0:
-                init_pidfd = os.pidfd_open(notify.pid)  # to reap it should the restore fail
+            if notify.script != "setup-namespaces" or init_pidfd >= 0:
+                return None
+            init_pidfd = os.pidfd_open(notify.pid)  # to reap it should the restore fail
+            return _runtime_hooks(store, state, spec, notify.pid)
 
         swrk = Swrk(criu_path, stdio=stdio)
         yield from version.check(swrk, criu_path)
@@ -171,6 +176,20 @@ def restore(
             os.close(work)
     os.close(dir_fd)
     return Restored(state, init_pidfd)
+
+
+def _runtime_hooks(store: Store, state: State | None, spec: Spec, pid: int) -> Run[None] | None:
+    """As runc: the prestart and createRuntime hooks once CRIU has made the namespaces of the
+    restored init (its host ``pid``), before it runs; a failure fails the restore."""
+    if not (spec.hooks.prestart or spec.hooks.create_runtime) or state is None:
+        return None
+    doc = {**oci_state(store, state, Status.CREATING), "pid": pid}
+
+    def run() -> Run[None]:
+        yield from hooks.run("prestart", spec.hooks.prestart, {**doc, "status": Status.CREATED.value})
+        yield from hooks.run("createRuntime", spec.hooks.create_runtime, doc)
+
+    return run()
 
 
 def _unmount(root: str) -> None:
