@@ -67,6 +67,17 @@ async def stop(c: Container) -> None:
     assert_no_leftovers(c.root, c.id, cgroups_path_of(bundle), pid=pid)
 
 
+async def checkpointed(b: Path, cid: str, state_root: Path, image: Path) -> Container:
+    """A counting container from ``b``, started, seen counting, then checkpointed to ``image``."""
+    c = Container(cid, b, root=state_root, stdout=PIPE)
+    await c.create()
+    await c.start()
+    assert c.stdout is not None
+    await numbers(c.stdout, 2)
+    await c.checkpoint(image)
+    return c
+
+
 async def test_counter_goes_on_after_restore(state_root: Path, bundle: BundleFactory, cid: str, tmp_path: Path) -> None:
     b = bundle(COUNT)
     c = Container(cid, b, root=state_root, stdout=PIPE)
@@ -119,12 +130,7 @@ async def test_restore_applies_the_bundles_limits(
     """As runc: the restored container's new cgroups get the bundle's linux.resources
     before CRIU puts its processes back."""
     b = bundle(COUNT, linux={"resources": {"pids": {"limit": 30}, "memory": {"limit": 64 << 20}}})
-    c = Container(cid, b, root=state_root, stdout=PIPE)
-    await c.create()
-    await c.start()
-    assert c.stdout is not None
-    await numbers(c.stdout, 2)
-    await c.checkpoint(tmp_path / "image")
+    await checkpointed(b, cid, state_root, tmp_path / "image")
     r = await Container.restore(cid, b, image_path=tmp_path / "image", root=state_root, stdout=PIPE)
     stats = await r.stats()
     assert stats.pids.limit == 30 and stats.memory.usage.limit == 64 << 20
@@ -302,13 +308,7 @@ async def test_restore_runs_the_create_time_hooks(state_root: Path, bundle: Bund
     namespaces, with its host pid; a failing one fails the restore and leaves nothing."""
     log = tmp_path / "hooks.log"
     record = {"path": "/bin/sh", "args": ["sh", "-c", f"{{ echo $0; cat; echo; }} >> {log}"]}
-    b = bundle(COUNT)
-    c = Container(cid, b, root=state_root, stdout=PIPE)
-    await c.create()
-    await c.start()
-    assert c.stdout is not None
-    await numbers(c.stdout, 2)
-    await c.checkpoint(tmp_path / "image")
+    c = await checkpointed(bundle(COUNT), cid, state_root, tmp_path / "image")
     await c.wait()
 
     hooked = bundle(COUNT, hooks={"prestart": [{**record, "args": [*record["args"], "prestart"]}],
