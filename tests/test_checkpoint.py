@@ -323,4 +323,4 @@ async def test_restore_runs_the_create_time_hooks(state_root: Path, bundle: Bund
     failing = bundle(COUNT, hooks={"createRuntime": [{"path": "/bin/false"}]})
     with pytest.raises(HookError, match="createRuntime hook /bin/false"):
         await Container.restore(cid, failing, image_path=tmp_path / "image", root=state_root)
-    assert_no_leftovers(state_root, cid, cgroups_path_of(failing))
+    assert_no_leftovers(state_root, cid, cgroups_path_of(failing), rootfs=tmp_path)  # criu's cgroup yard too

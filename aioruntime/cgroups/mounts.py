@@ -27,7 +27,8 @@ class Hierarchy(NamedTuple):
 _NOT_CONTROLLERS = frozenset({"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode", "favordynmods"})
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
+    """A mountinfo path: the kernel writes space, tab, newline and backslash as octal escapes."""
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
@@ -41,12 +42,12 @@ def parse_mountinfo(text: str) -> list[Hierarchy]:
             continue
         if tail[0] == "cgroup2":
             key: tuple[str, ...] = ("",)
-            h = Hierarchy(_unescape(fields[4]), 2, (), _unescape(fields[3]))
+            h = Hierarchy(unescape(fields[4]), 2, (), unescape(fields[3]))
         else:
             opts = tail[2].split(",")
             ctrls = tuple(o for o in opts if o.startswith("name=") or ("=" not in o and o not in _NOT_CONTROLLERS))
             key = tuple(sorted(ctrls))
-            h = Hierarchy(_unescape(fields[4]), 1, ctrls, _unescape(fields[3]))
+            h = Hierarchy(unescape(fields[4]), 1, ctrls, unescape(fields[3]))
         found.setdefault(key, h)
     return list(found.values())
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from .. import hooks
 from .. import plan as planning
 from ..cgroups import paths as cgroups
-from ..cgroups.mounts import hierarchies
+from ..cgroups.mounts import hierarchies, unescape
 from ..cgroups.resources import apply_config
 from ..criu import external, version
 from ..criu import rpc_pb2 as rpc
@@ -166,6 +166,7 @@ def restore(
     except BaseException:
         if swrk is not None:
             swrk.kill()
+            _unmount_yards(options.image_path, options.work_path)
         _undo(store, container_id, state, dir_fd, init_pidfd)
         raise
     finally:
@@ -190,6 +191,17 @@ def _runtime_hooks(store: Store, state: State | None, spec: Spec, pid: int) -> R
         yield from hooks.run("createRuntime", spec.hooks.create_runtime, doc)
 
     return run()
+
+
+def _unmount_yards(*dirs: str | None) -> None:
+    """A criu killed mid-restore (an error, a cancellation) leaves the cgroup yard it mounts
+    in its work directory (``.criu.cgyard.XXXXXX``: a tmpfs holding every hierarchy)."""
+    where = {os.path.realpath(d) for d in dirs if d}
+    with open("/proc/self/mountinfo") as f:
+        points = [unescape(line.split()[4]) for line in f]
+    for p in points:
+        if os.path.dirname(p) in where and os.path.basename(p).startswith(".criu.cgyard."):
+            _unmount(p)  # detached with everything under it
 
 
 def _unmount(root: str) -> None:
