@@ -9,7 +9,6 @@ made up from a timer. Each subscriber has its own unbounded queue: a slow one de
 nobody and loses nothing.
 """
 
-from __future__ import annotations
 
 import asyncio
 import os

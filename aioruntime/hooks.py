@@ -7,7 +7,6 @@ the event loop's readers, so a slow hook never blocks a loop and no thread is ne
 Closing the generator early kills the running hook.
 """
 
-from __future__ import annotations
 
 import json
 import os
@@ -31,7 +30,7 @@ def state_json(state: Mapping[str, Any]) -> bytes:
     return json.dumps(state, separators=(",", ":")).encode()
 
 
-def run_one(kind: str, hook: Hook, state: bytes) -> Run[None]:
+def run_one(kind: str, hook: "Hook", state: bytes) -> Run[None]:
     """Run ``hook`` as our child, ``state`` on its stdin; HookError if it fails or outlives
     its timeout (it is killed then). Without ``env`` it gets ours, as runc's (Go's) hooks do."""
     child = _Child(kind, hook)
@@ -58,14 +57,14 @@ def run_one(kind: str, hook: Hook, state: bytes) -> Run[None]:
         child.close()
 
 
-def run(kind: str, hooks: Iterable[Hook], state: Mapping[str, Any]) -> Run[None]:
+def run(kind: str, hooks: Iterable["Hook"], state: Mapping[str, Any]) -> Run[None]:
     """The hooks of one kind, in order: the first failure ends the run (HookError)."""
     data = state_json(state)
     for hook in hooks:
         yield from run_one(kind, hook, data)
 
 
-def run_all(kind: str, hooks: Iterable[Hook], state: Mapping[str, Any]) -> Run[list[HookError]]:
+def run_all(kind: str, hooks: Iterable["Hook"], state: Mapping[str, Any]) -> Run[list[HookError]]:
     """Every hook of one kind, whatever fails: the failures, for the caller to warn about
     (poststop: "the remaining hooks and lifecycle continue")."""
     data = state_json(state)
@@ -81,7 +80,7 @@ def run_all(kind: str, hooks: Iterable[Hook], state: Mapping[str, Any]) -> Run[l
 class _Child:
     """A hook being run: its pidfd, the pipes of its stdin and output, one epoll fd over them."""
 
-    def __init__(self, kind: str, hook: Hook) -> None:
+    def __init__(self, kind: str, hook: "Hook") -> None:
         argv = list(hook.args) or [hook.path]
         env = dict(e.split("=", 1) for e in hook.env) if hook.env else os.environ
         in_r, self.stdin = os.pipe2(os.O_CLOEXEC)

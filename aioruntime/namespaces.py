@@ -1,7 +1,6 @@
 """Namespace files (``linux.namespaces[].path``, ``/proc/PID/ns/*``): what they are, checked
 on the host before anything is made, so a bad path is a ConfigError that names it."""
 
-from __future__ import annotations
 
 import errno
 import fcntl

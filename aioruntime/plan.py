@@ -5,9 +5,10 @@ Python, where it can be read and unit-tested; ``_clone.c`` executes the steps bl
 Paths before the ``PivotRoot`` step are host paths (rootfs-prefixed), after it container
 paths. ``build`` plans a container's init, ``build_exec`` a process joining a running one;
 both end with the same ``process_steps``.
-"""
 
-from __future__ import annotations
+Annotations are not postponed, as in ``spec/model.py``: a string annotation costs NamedTuple
+a compile, and the CLI imports this module on every create and exec.
+"""
 
 import json
 import os

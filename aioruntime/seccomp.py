@@ -5,7 +5,6 @@ the bytes (``SeccompStep``). Syscall names this libseccomp does not know are ski
 runc skips them, so a profile written for a newer kernel still loads.
 """
 
-from __future__ import annotations
 
 import errno as errnos
 import os

@@ -1,7 +1,6 @@
 """Start a container init, or a process joining a running container, through the compiled
 ``aio_spawn``/``aio_exec``, and read what it reports."""
 
-from __future__ import annotations
 
 import os
 import signal

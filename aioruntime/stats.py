@@ -4,7 +4,6 @@ Field names and units follow runc's ``types.Stats`` (nanoseconds of CPU, bytes o
 memory), so the JSON of ``to_runc`` is the shape container managers already parse.
 """
 
-from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType

@@ -2,7 +2,6 @@
 file descriptor or file, ``DEVNULL``, ``PIPE``, and ``STDOUT`` for stderr), and our ends of
 its pipes as streams."""
 
-from __future__ import annotations
 
 import asyncio
 import os

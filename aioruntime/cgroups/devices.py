@@ -8,7 +8,6 @@ live update never denies what both old and new rules allow) and the cgroup2 BPF 
 (``program``), which v2 requires instead of files.
 """
 
-from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence

@@ -5,7 +5,6 @@ made; ``apply`` then writes them in order and, should the kernel refuse one, put
 what it had already changed, so a failed update leaves the limits as they were.
 """
 
-from __future__ import annotations
 
 import errno
 import os

@@ -4,7 +4,6 @@ Read once per process from /proc/self/mountinfo and /proc/self/cgroup: the CLI c
 once per command, the library once per process.
 """
 
-from __future__ import annotations
 
 import functools
 from typing import NamedTuple

@@ -1,7 +1,6 @@
 """A container's cgroup as the managers see it: for each controller, its directory and
 whether it is a cgroup v1 or v2 one (hybrid layouts mix both)."""
 
-from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import NamedTuple

@@ -6,7 +6,6 @@ values fit together. The writes then go in order; a refusal puts back what was c
 so a create or an update is applied entirely or not at all.
 """
 
-from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence

@@ -10,7 +10,6 @@ is ``NAME...`` (``exec ID COMMAND...``) takes its flags before the first argumen
 everything from there on verbatim, as runc does (``SkipArgReorder``).
 """
 
-from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import NamedTuple

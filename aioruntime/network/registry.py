@@ -11,7 +11,6 @@ writes the file under an flock on ``<root>/.networks/.lock``, shared with every 
 never across an await: a second flock from the same process would block its event loop.
 """
 
-from __future__ import annotations
 
 import contextlib
 import fcntl
@@ -59,7 +58,7 @@ class Endpoint(NamedTuple):
     ifname: str = "eth0"  # the container's end, in its network namespace
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Endpoint:
+    def from_json(cls, data: dict[str, Any]) -> "Endpoint":
         known = {k: v for k, v in data.items() if k in cls._fields}
         known["ports"] = tuple(PortMapping(*p) for p in known.get("ports", ()))
         return cls(**known)
@@ -73,7 +72,7 @@ class NetworkRecord(NamedTuple):
     endpoints: tuple[Endpoint, ...] = ()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> NetworkRecord:
+    def from_json(cls, data: dict[str, Any]) -> "NetworkRecord":
         known = {k: v for k, v in data.items() if k in cls._fields}
         known["endpoints"] = tuple(Endpoint.from_json(e) for e in known.get("endpoints", ()))
         return cls(**known)

@@ -6,7 +6,6 @@ descriptor (``read_counters``, a pread at 0: the kernel regenerates it), as DESI
 asks of every stats source.
 """
 
-from __future__ import annotations
 
 import os
 from typing import NamedTuple

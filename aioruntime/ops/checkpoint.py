@@ -5,7 +5,6 @@ and the caller deletes the container, as runc does: the images are all that is l
 ``restore`` makes a container of them again, under this id or another.
 """
 
-from __future__ import annotations
 
 import json
 import os

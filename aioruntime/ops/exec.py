@@ -7,7 +7,6 @@ report. Any failure, or ``abort()`` (cancellation), kills and reaps the process:
 is left half-made.
 """
 
-from __future__ import annotations
 
 import os
 import signal

@@ -7,7 +7,6 @@ CRIU forks the init as our child (``rst_sibling``), so the caller reaps it as a 
 Any failure removes every trace: processes, cgroups, the state directory.
 """
 
-from __future__ import annotations
 
 import ctypes
 import json

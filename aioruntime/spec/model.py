@@ -1,16 +1,15 @@
 """The OCI runtime-spec config as immutable records (NamedTuple), with the spec's defaults.
 
 NamedTuple, not dataclasses: the CLI imports this on every create, and dataclasses cost
-ten times as much to import and define.
+ten times as much to import and define. For the same reason the annotations here are not
+postponed (no ``from __future__ import annotations``): NamedTuple compiles each string
+annotation into a ForwardRef, a third of this module's import time.
 
 Only what the runtime acts on is modelled (cgroup resources in ``resources.py``); sections
 owned by other layers (seccomp, ...) stay raw mappings, and ``Spec.raw`` keeps the whole
 document so extensions and unknown keys round-trip untouched.
 """
 
-from __future__ import annotations
-
-import copy
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -84,8 +83,10 @@ class Process(NamedTuple):
     scheduler: Scheduler | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Process:
+    def from_dict(cls, d: Mapping[str, Any]) -> "Process":
         """Validate an OCI process object, as ``runc exec -p process.json`` takes it."""
+        import copy  # only here and in Spec: the CLI's exec and update never copy
+
         from .parse import parse_process
 
         return parse_process(copy.deepcopy(dict(d)) if isinstance(d, Mapping) else d)
@@ -192,8 +193,10 @@ class Spec(NamedTuple):
     raw: Mapping[str, Any] = _EMPTY
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Spec:
+    def from_dict(cls, d: Mapping[str, Any]) -> "Spec":
         """Validate a parsed config.json (copied, so later changes to ``d`` do not leak in)."""
+        import copy
+
         from .check import fail
         from .parse import parse_spec  # parse builds these classes, so it imports this module
 
@@ -203,4 +206,6 @@ class Spec(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """The document as given, extensions included; a copy, so the caller may edit it."""
+        import copy
+
         return copy.deepcopy(dict(self.raw))

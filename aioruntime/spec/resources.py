@@ -4,9 +4,9 @@ The same records are the argument of ``update``: a field left None is not change
 As in runc, 0 means "not set" for the limits where 0 cannot be meant (memory sizes, CPU
 shares, quota and periods, pids limit, block IO weights) and "" for ``cpus``/``mems``;
 -1 means "unlimited" where the kernel has one.
-"""
 
-from __future__ import annotations
+Annotations are not postponed, as in ``model.py``: a string annotation costs NamedTuple a compile.
+"""
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
