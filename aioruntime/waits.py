@@ -7,8 +7,6 @@ facade with the event loop's readers (``process.driven``). Closing the generator
 (an error, a cancellation) undoes what it started.
 """
 
-from __future__ import annotations
-
 import select
 from collections.abc import Generator
 from typing import NamedTuple, TypeVar
