@@ -348,7 +348,6 @@ def cmd_kill(p: Parsed, store: Store) -> int:
 
 
 def cmd_delete(p: Parsed, store: Store) -> int:
-
     try:
         _delete(store, _str(p.args, "id"), force=bool(p.flags["force"]))
     except ContainerNotFoundError:
@@ -671,7 +670,7 @@ COMMANDS: dict[str, Command] = {
         _ID,
     ),
     "exec": Command(
-        "run a process in a running container",
+        "run a process in a created or running container",
         (
             _CONSOLE_SOCKET,
             _PIDFD_SOCKET,
