@@ -21,11 +21,9 @@ class BuildFront(build_scripts):
         compiler = new_compiler()
         customize_compiler(compiler)
         os.makedirs(self.build_dir, exist_ok=True)
-        tmp = os.path.join(self.build_dir, "front")
-        python = sys.executable
-        objects = compiler.compile(
-            [FRONT], output_dir=tmp, macros=[("AIORUNTIME_PYTHON", '"%s"' % python)],
-            extra_preargs=["-O2", "-Wall"],
+        objects = compiler.compile(  # the object outside build_dir, whose files all get installed
+            [FRONT], output_dir=self.get_finalized_command("build").build_temp,
+            macros=[("AIORUNTIME_PYTHON", '"%s"' % sys.executable)], extra_preargs=["-O2", "-Wall"],
         )
         target = os.path.join(self.build_dir, "aioruntime")
         compiler.link_executable(objects, "aioruntime", output_dir=self.build_dir)
