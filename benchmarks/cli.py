@@ -2,7 +2,7 @@
 
 Every round gives each runtime (``aioruntime``, ``runc``, ``crun``; interleaved, the
 order rotating) a fresh busybox container and times its calls one by one:
-``create``, ``start``, ``state``, ``exec`` (of ``true``), ``ps``, ``pause``, ``resume``,
+``create``, ``start``, ``state``, ``exec`` (of ``true``), ``ps --format json``, ``pause``, ``resume``,
 ``update --pids-limit``, ``list``, ``kill KILL``, ``delete``, and ``run`` of ``/bin/true``.
 It prints each subcommand's median per runtime and aioruntime's ratio to runc's and crun's.
 Run as root from the repository, with the project's venv::
@@ -72,7 +72,7 @@ def one_round(binary: str, root: str, workdir: Path, rootfs: Path, cid: str, par
         times["start"] = call([*rt, "start", cid])
         times["state"] = call([*rt, "state", cid])
         times["exec"] = call([*rt, "exec", cid, "true"])
-        times["ps"] = call([*rt, "ps", cid])
+        times["ps"] = call([*rt, "ps", "--format", "json", cid])  # as containerd's shim calls it
         times["pause"] = call([*rt, "pause", cid])
         times["resume"] = call([*rt, "resume", cid])
         times["update"] = call([*rt, "update", "--pids-limit", "100", cid])

@@ -106,9 +106,15 @@ def test_kill_by_name_or_number(front: Front, bundle: BundleFactory, cid: str, r
 
 
 def test_kill_all_reaches_every_process(front: Front, bundle: BundleFactory, cid: str, reaper: Reaper) -> None:
+    """And ``ps --format json`` (containerd's shim) lists them as Python does; its table runs ps(1) in Python."""
     b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
     pid = create(front.root, b, cid, reaper)
+    assert front.fast("ps", "--format", "json", cid).stdout == front.python("ps", "-f", "json", cid).stdout == f"[{pid}]\n"
     assert front.fast("start", cid).returncode == 0
+    listed = front.fast("ps", "-f=json", cid)
+    assert listed == front.python("ps", "--format=json", cid) and len(json.loads(listed.stdout)) == 3
+    table = front.fallback("ps", cid).stdout.splitlines()
+    assert table[0].split()[1] == "PID" and len(table) == 4  # the header, sh and its two sleeps
     assert front.fast("kill", "--all", cid, "KILL").returncode == 0
     reaper.wait(pid)
     assert front.fast("delete", cid).returncode == 0

@@ -531,49 +531,67 @@ static int cmd_start(const char *root, const char *id)
     return 0;
 }
 
-/* Signal every pid in dir's cgroup.procs and below; the number found. */
-static int signal_tree(const char *dir, int sig)
+struct pids {
+    long *v;
+    int n, cap;
+};
+
+/* Append the pids in dir's cgroup.procs and below. */
+static void collect(const char *dir, struct pids *out)
 {
     char buf[65536];
-    int found = 0;
     if (read_small(dir, "cgroup.procs", buf, sizeof buf) == 0)
         for (char *p = buf; *p;) {
             char *end;
             long pid = strtol(p, &end, 10);
             if (end == p)
                 break;
-            kill((pid_t)pid, sig);
-            found++;
+            if (out->n == out->cap && (out->v = realloc(out->v, (size_t)(out->cap = out->cap * 2 + 64) * sizeof *out->v)) == NULL)
+                _exit(1);
+            out->v[out->n++] = pid;
             p = end + (*end != '\0');
         }
     DIR *d = opendir(dir);
     if (d == NULL)
-        return found;
+        return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
         if (e->d_type == DT_DIR && e->d_name[0] != '.') {
             char sub[PATH_MAX];
             if (snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name) < (int)sizeof sub)
-                found += signal_tree(sub, sig);
+                collect(sub, out);
         }
     closedir(d);
-    return found;
 }
 
-/* Signal the processes of the container's cgroup (read from the first hierarchy it is in,
- * as cgroups.paths.procs), `rounds` times or until none is left. */
-static void signal_all(const struct container *c, int sig, int rounds)
+/* The processes of the container's cgroup, read from the first hierarchy it is in (as
+ * cgroups.paths.procs; unsorted, a pid may repeat). */
+static void procs(const struct container *c, struct pids *out)
 {
     static char dirs[MAX_DIRS][PATH_MAX];
     int n = cgroup_dirs(c, "cgroup_paths", dirs, MAX_DIRS);
+    out->n = 0;
     for (int i = 0; i < n; i++) {
         struct stat st;
-        if (stat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode))
-            continue;
-        for (int round = 0; round < rounds && signal_tree(dirs[i], sig) > 0; round++)
-            ;
-        return;
+        if (stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            collect(dirs[i], out);
+            return;
+        }
     }
+}
+
+/* Signal the processes of the container's cgroup, `rounds` times or until none is left. */
+static void signal_all(const struct container *c, int sig, int rounds)
+{
+    struct pids found = {0};
+    for (int round = 0; round < rounds; round++) {
+        procs(c, &found);
+        if (found.n == 0)
+            break;
+        for (int i = 0; i < found.n; i++)
+            kill((pid_t)found.v[i], sig);
+    }
+    free(found.v);
 }
 
 /* As cgroups.paths.kill_all: cgroup.kill where cgroup2 has it, else kill until empty. */
@@ -984,6 +1002,30 @@ static int cmd_list(const char *root, int quiet, int json)
     return 0;
 }
 
+/* ---- ps --format json (as cli.main.cmd_ps; the table runs ps(1): Python's) ---- */
+
+static int by_number(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmd_ps_json(const char *root, const char *id)
+{
+    struct container c;
+    struct pids found = {0};
+    load(&c, root, id, 0);
+    procs(&c, &found);
+    qsort(found.v, (size_t)found.n, sizeof *found.v, by_number);
+    if (found.n == 0)
+        fputs("null", stdout);
+    for (int i = 0; i < found.n; i++)
+        if (i == 0 || found.v[i] != found.v[i - 1])
+            printf("%s%ld", i ? "," : "[", found.v[i]);
+    puts(found.n ? "]" : "");
+    return 0;
+}
+
 /* ---- the command line: runc's global flags, then the command ---- */
 
 static int flag(const char *word, const char *name, const char **value, int *i, int argc)
@@ -1050,7 +1092,7 @@ int main(int argc, char **argv)
             all = 1;
         else if (list && (flag(w, "quiet", NULL, &i, argc) || flag(w, "q", NULL, &i, argc)))
             quiet = 1;
-        else if (!(list && (flag(w, "format", &format, &i, argc) || flag(w, "f", &format, &i, argc))))
+        else if (!((list || strcmp(cmd, "ps") == 0) && (flag(w, "format", &format, &i, argc) || flag(w, "f", &format, &i, argc))))
             python(); /* --help, ... */
     }
     int rest = argc - i;
@@ -1067,6 +1109,8 @@ int main(int argc, char **argv)
         return cmd_kill(root, id, rest == 2 ? argv[i + 1] : NULL, all);
     if (strcmp(cmd, "delete") == 0 && rest == 1)
         return cmd_delete(root, id, force);
+    if (strcmp(cmd, "ps") == 0 && rest == 1 && strcmp(format, "json") == 0)
+        return cmd_ps_json(root, id);
     if (strcmp(cmd, "pause") == 0 && rest == 1)
         return cmd_pause(root, id);
     if (strcmp(cmd, "resume") == 0 && rest == 1)
