@@ -281,14 +281,16 @@ def userns_rootfs(rootfs: Path) -> Iterator[Path]:
     """A copy of the rootfs owned by host uid/gid 100000 (container root), under a 0755 path
     the mapped root can walk (pytest's temp dirs are 0700)."""
     top = Path(tempfile.mkdtemp(prefix="aioruntime-userns-", dir="/tmp"))
-    top.chmod(0o755)
-    root = copy_rootfs(rootfs, top / "rootfs")
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            st = os.lstat(name)
-            os.lchown(name, HOST_ROOT + st.st_uid, HOST_ROOT + st.st_gid)
-    yield root
-    shutil.rmtree(top)
+    try:  # removed however the copy or the test ends
+        top.chmod(0o755)
+        root = copy_rootfs(rootfs, top / "rootfs")
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                st = os.lstat(name)
+                os.lchown(name, HOST_ROOT + st.st_uid, HOST_ROOT + st.st_gid)
+        yield root
+    finally:
+        shutil.rmtree(top)
 
 
 HOST_ROOT = 100000
