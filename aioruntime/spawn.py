@@ -267,8 +267,8 @@ def connect_socket(path: str, what: str = "console socket") -> int:
     """A connection to a unix socket a container manager listens on (``--console-socket``,
     ``--pidfd-socket``)."""
     fd = int(_lib.aio_unix_connect(path.encode()))
-    if fd < 0:
-        raise OSError(-fd, f"{what} {path}: {os.strerror(-fd)}")
+    if fd < 0:  # in runc's words (Go's net.Dial), which managers show
+        raise OSError(-fd, f"{what}: dial unix {path}: connect: {os.strerror(-fd).lower()}")
     return fd
 
 

@@ -948,6 +948,19 @@ def _receive_pidfd(listener: socket.socket) -> tuple[bytes, int]:
     return msg, fds[0]
 
 
+@needs_runc
+def test_socket_nobody_listens_on_is_runcs_error(state_root: Path, bundle: BundleFactory, cid: str, tmp_path: Path) -> None:
+    """Go's dial error, which managers show: the same tail as runc's, and nothing left."""
+    b = bundle(SLEEP, process={"terminal": True})
+    nobody = str(tmp_path / "nobody")
+    ours = cli(state_root, "create", "--console-socket", nobody, "-b", str(b), cid)
+    theirs = runc(tmp_path / "runc-root", "create", "--console-socket", nobody, "-b", str(b), cid)
+    tail = f"dial unix {nobody}: connect: no such file or directory"
+    assert ours.returncode == theirs.returncode == 1
+    assert error_text(ours.stderr).endswith(tail) and error_text(theirs.stderr).endswith(tail)
+    assert_no_leftovers(state_root, cid, cgroups_path_of(b))
+
+
 @pytest.mark.parametrize("command", ["create", "run"])
 def test_pidfd_socket(state_root: Path, bundle: BundleFactory, cid: str, reaper: Reaper, tmp_path: Path,
                       command: str) -> None:

@@ -45,8 +45,8 @@ def _opt(values: Mapping[str, Value], name: str) -> str | None:
 
 
 def _message(e: Exception) -> str:
-    if isinstance(e, OSError) and not isinstance(e, AioRuntimeError):
-        return f"{e.filename}: {e.strerror}" if e.filename else str(e)
+    if isinstance(e, OSError) and not isinstance(e, AioRuntimeError):  # without Python's "[Errno N]"
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror or str(e)
     return str(e)
 
 
