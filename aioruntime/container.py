@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .cgroups.placement import locate
 from .cgroups.stats import StatsReader
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .network.nat import Ports
 
 __all__ = ["DEVNULL", "PIPE", "STDOUT", "Container", "Process", "Stdio"]
-T = TypeVar("T")
 log = logging.getLogger("aioruntime")
 
 
